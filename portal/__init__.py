@@ -1,0 +1,180 @@
+"""The membership portal: create_app wires configuration, extensions, blueprints, errors and commands."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from flask import Flask, current_app, render_template, request, session
+from flask_babel import format_date, format_datetime, get_locale
+from flask_babel import gettext as _
+from flask_login import current_user, logout_user
+from flask_wtf.csrf import CSRFError, generate_csrf
+from werkzeug.exceptions import HTTPException
+
+from . import sessions as auth_sessions
+from .access import enforce_access, verify_declarations
+from .config import Config, instance_secret_key
+from .database import configure_engine
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .money import format_yuan
+from .phones import display_phone, mask_phone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config_class: type = Config, overrides: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("PORTAL_INSTANCE_PATH", str(ROOT / "instance")),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.from_object(config_class)
+    app.config.update(overrides or {})
+    _configure_secrets_and_database(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    _configure_login(app)
+    with app.app_context():
+        configure_engine(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+
+    from .auth import bp as auth_bp
+    from .main import bp as main_bp
+    from .till import bp as till_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(till_bp, url_prefix="/till")
+
+    app.before_request(_check_idle_timeout)
+    app.before_request(enforce_access)
+    app.after_request(_security_headers)
+    _register_errors(app)
+    _register_template_helpers(app)
+
+    from .cli import register_commands
+
+    register_commands(app)
+    verify_declarations(app)
+    return app
+
+
+def _configure_secrets_and_database(app: Flask) -> None:
+    if not app.config.get("SECRET_KEY"):
+        if app.config["ENV_NAME"] == "production":
+            raise RuntimeError("SECRET_KEY must be set in production")
+        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + str(Path(app.instance_path) / "portal.db")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.pop("pool_pre_ping", None)
+        options.setdefault("connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000})
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _configure_login(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = None  # the server-side session row is the protection
+
+    @login_manager.user_loader
+    def load_user(token: str):
+        return auth_sessions.load(
+            db.session, token, now=datetime.now(timezone.utc),
+            absolute_timeout=app.config["SESSION_ABSOLUTE_TIMEOUT"],
+        )
+
+
+def _check_idle_timeout():
+    """A login idle longer than SESSION_IDLE_TIMEOUT ends; the clock is kept in the signed cookie."""
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    now = int(datetime.now(timezone.utc).timestamp())
+    idle: timedelta = current_app.config["SESSION_IDLE_TIMEOUT"]
+    if now - session.get("seen", 0) > idle.total_seconds():
+        logout_user()
+        session.clear()
+        return None
+    if now - session.get("seen", 0) > 30:
+        session["seen"] = now
+    return None
+
+
+def select_locale() -> str:
+    chosen = session.get("lang")
+    if chosen in ("zh", "en"):
+        return chosen
+    return request.accept_languages.best_match(("zh", "en")) or "zh"
+
+
+def select_timezone() -> str | None:
+    store = getattr(current_user, "store", None) if current_user else None
+    return store.timezone if store else None
+
+
+def _security_headers(response):
+    csp = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers.setdefault("Content-Security-Policy", csp)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if current_user and current_user.is_authenticated and request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        return render_template("error.html", code=400,
+                               message=_("This form has expired. Reload the page and try again.")), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if request.path.startswith("/api/"):
+            return {"error": {"code": error.name.lower().replace(" ", "_"), "message": error.description,
+                              "field": None}}, error.code
+        messages = {
+            403: _("You do not have access to this page."),
+            404: _("This page does not exist."),
+            405: _("This action is not allowed here."),
+            413: _("What was sent is too large."),
+            429: _("Too many attempts. Wait a minute and try again."),
+        }
+        message = messages.get(error.code, _("The request could not be handled."))
+        return render_template("error.html", code=error.code, message=message), error.code
+
+    @app.errorhandler(500)
+    def server_error(error):
+        db.session.rollback()
+        return render_template("error.html", code=500, message=_("Something went wrong. Nothing was saved.")), 500
+
+
+def _register_template_helpers(app: Flask) -> None:
+    app.jinja_env.filters["yuan"] = format_yuan
+    app.jinja_env.filters["masked"] = mask_phone
+    app.jinja_env.filters["phone"] = display_phone
+    app.jinja_env.filters["datetime"] = lambda value, fmt="medium": format_datetime(value, fmt) if value else ""
+    app.jinja_env.filters["date"] = lambda value, fmt="medium": format_date(value, fmt) if value else ""
+
+    @app.context_processor
+    def inject():
+        locale = str(get_locale() or "zh")
+        return {
+            "csrf_token": generate_csrf,
+            "locale": locale,
+            "tier_name": lambda tier: tier.name(locale) if tier else "",
+            "htmx_src": app.config.get("HTMX_CDN_URL") or None,
+        }

@@ -1,0 +1,75 @@
+"""Who may use each route. Every view declares it; the app refuses to start if one does not.
+
+Levels: public (anyone), member (a signed-in member, only their own data),
+cashier / manager / admin (staff of at least that role).
+"""
+from __future__ import annotations
+
+from flask import Flask, abort, current_app, jsonify, redirect, request, url_for
+from flask_login import current_user
+
+from .models import ROLE_RANK, Member, Staff
+
+LEVELS = ("public", "member", "cashier", "manager", "admin")
+
+
+def access(level: str):
+    """Declare who may use a view: @access("cashier")."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown access level {level!r}")
+
+    def decorate(view):
+        view.access_level = level
+        return view
+
+    return decorate
+
+
+def allowed(user, level: str) -> bool:
+    if level == "public":
+        return True
+    if not getattr(user, "is_authenticated", False):
+        return False
+    if level == "member":
+        return isinstance(user, Member)
+    return isinstance(user, Staff) and ROLE_RANK.get(user.role, 0) >= ROLE_RANK[level]
+
+
+def _view_level(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    view = current_app.view_functions.get(endpoint)
+    return getattr(view, "access_level", None)
+
+
+def enforce_access():
+    """before_request: refuse anything the route does not allow the current user."""
+    if request.endpoint is None:  # 404 or 405: let routing answer
+        return None
+    level = _view_level(request.endpoint)
+    if level is None:
+        abort(403)
+    if allowed(current_user, level):
+        return None
+    if not current_user.is_authenticated:
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": "unauthorised", "message": "Sign in first.", "field": None}), 401
+        if request.headers.get("HX-Request"):
+            response = current_app.response_class(status=401)
+            response.headers["HX-Redirect"] = url_for("auth.login", next=request.full_path)
+            return response
+        return redirect(url_for("auth.login", next=request.full_path))
+    abort(403)
+
+
+def verify_declarations(app: Flask) -> None:
+    """Fail at start-up if a route forgot to declare its access level."""
+    missing = [
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if endpoint != "static" and getattr(view, "access_level", None) is None
+    ]
+    if missing:
+        raise RuntimeError("routes without an access declaration: " + ", ".join(sorted(missing)))
+    app.view_functions["static"].access_level = "public"
+

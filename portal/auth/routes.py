@@ -1,0 +1,73 @@
+"""Staff sign-in and sign-out."""
+import secrets
+
+from flask import current_app, redirect, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .. import sessions as auth_sessions
+from ..access import access
+from ..extensions import db, limiter, login_account_key
+from ..models import Staff
+from ..web import now, render_page, safe_next_url
+from . import bp
+from .forms import LogoutForm, StaffLoginForm
+
+# Checked against when the username is unknown, so a wrong name and a wrong password take the same time.
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+
+
+def _login_limits():
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _account_limits():
+    return current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@access("public")
+@limiter.limit(_login_limits, methods=["POST"])
+@limiter.limit(_account_limits, methods=["POST"], key_func=login_account_key)
+def login():
+    """Staff sign in with username and password; the old session is cleared first."""
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(url_for("main.index"))
+    form = StaffLoginForm(next=request.args.get("next"))
+    if form.validate_on_submit():
+        username = form.username.data.strip().lower()
+        staff = db.session.scalars(select(Staff).where(Staff.username == username)).one_or_none()
+        password_ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, form.password.data)
+        if staff and password_ok and staff.active:
+            lang = session.get("lang")
+            session.clear()
+            if lang:
+                session["lang"] = lang
+            staff.auth_token = auth_sessions.start(
+                db.session, staff=staff, ip=request.remote_addr, user_agent=request.user_agent.string, now=now()
+            )
+            db.session.commit()
+            login_user(staff)
+            session["seen"] = int(now().timestamp())
+            return redirect(safe_next_url(form.next.data) or url_for("main.index"), code=303)
+        form.password.errors.append(_("Wrong username or password."))
+    status = 422 if request.method == "POST" else 200
+    return render_page("auth/login.html", form=form, status=status)
+
+
+@bp.route("/logout", methods=["POST"])
+@access("public")
+def logout():
+    """End the login on the server too, so a copied cookie no longer works."""
+    LogoutForm()  # CSRF is checked globally; the form keeps the template's token helper simple
+    if current_user.is_authenticated and current_user.auth_token:
+        auth_sessions.end(db.session, current_user.auth_token, now())
+        db.session.commit()
+    lang = session.get("lang")
+    logout_user()
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    return redirect(url_for("auth.login"), code=303)

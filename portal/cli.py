@@ -1,0 +1,58 @@
+"""flask commands: create-admin, demo."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+import click
+from flask import Flask
+from sqlalchemy import func, select
+
+from . import staff as staff_service
+from .database import declare_write_intent
+from .extensions import db
+from .models import Member, Staff
+
+
+def register_commands(app: Flask) -> None:
+    @app.cli.command("create-admin")
+    @click.option("--username", prompt=True, help="Login name of the first administrator.")
+    @click.option("--name", default="", help="Display name (defaults to the username).")
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+                  help="At least 10 characters; asked for when not given.")
+    @click.option("--store-code", default="S001", show_default=True, help="Store to create if there is none yet.")
+    @click.option("--store-name", default="Main store", show_default=True)
+    def create_admin(username: str, name: str, password: str, store_code: str, store_name: str):
+        """Create an administrator account (there is no default password)."""
+        declare_write_intent()
+        now = datetime.now(timezone.utc)
+        store = staff_service.ensure_store(db.session, code=store_code, name=store_name, now=now)
+        try:
+            admin = staff_service.create_staff(
+                db.session, username=username, name=name, password=password, role="admin", store=store, now=now
+            )
+        except staff_service.StaffError as error:
+            db.session.rollback()
+            raise click.ClickException(str(error)) from None
+        db.session.commit()
+        click.echo(f"Administrator {admin.username!r} created for store {store.code} ({store.name}).")
+
+    @app.cli.command("demo")
+    @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has members or staff.")
+    @click.option("--members", "member_count", default=300, show_default=True)
+    @click.option("--seed", default=None, type=int, help="Random seed, for a repeatable data set.")
+    def demo(if_empty: bool, member_count: int, seed: int | None):
+        """Fill a demo store: staff of each role (passwords printed), members in every tier, a year of purchases."""
+        from .demo import load_demo
+
+        declare_write_intent()
+        has_data = db.session.scalar(select(func.count()).select_from(Member)) or db.session.scalar(
+            select(func.count()).select_from(Staff)
+        )
+        if if_empty and has_data:
+            click.echo("Database already has data; demo data not loaded.")
+            return
+        logins = load_demo(db.session, member_count=member_count, seed=seed if seed is not None else secrets.randbits(32))
+        click.echo("Demo data loaded. Sign in at http://127.0.0.1:5000/login with:")
+        for username, password, role in logins:
+            click.echo(f"  {role:8} {username:10} {password}")

@@ -1,0 +1,47 @@
+"""Engine tuning for SQLite and the write-lock discipline shared by both databases.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout. A request that
+may write (any non-GET request, or a CLI command that asks for it) starts its
+transaction with BEGIN IMMEDIATE, so two tills never both read a balance and
+then both write it: the second waits for the first instead of failing late.
+On PostgreSQL the same guarantee comes from row locks (SELECT ... FOR UPDATE)
+taken by the service functions.
+"""
+from contextvars import ContextVar
+
+from flask import has_request_context, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+_write_intent: ContextVar[bool] = ContextVar("write_intent", default=False)
+
+
+def declare_write_intent(value: bool = True) -> None:
+    """Mark the current context (a CLI command, a thread) as one that writes."""
+    _write_intent.set(value)
+
+
+def _wants_write_lock() -> bool:
+    if _write_intent.get():
+        return True
+    return has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")
+
+
+def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own is deferred only).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _wants_write_lock() else "BEGIN")

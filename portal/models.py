@@ -1,0 +1,318 @@
+"""Typed SQLAlchemy models. The schema itself comes only from migrations/."""
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both SQLite (which stores naive text) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Role(str, enum.Enum):
+    CASHIER = "cashier"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+ROLE_RANK = {Role.CASHIER.value: 1, Role.MANAGER.value: 2, Role.ADMIN.value: 3}
+
+
+class LedgerKind(str, enum.Enum):
+    EARN = "earn"
+    REDEEM = "redeem"
+    REVERSE = "reverse"
+    RESTORE = "restore"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+    BONUS = "bonus"
+
+
+class LoginMixin:
+    """What Flask-Login needs; get_id is the server-side session token (see sessions.py)."""
+
+    auth_token = None
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self):
+        return self.auth_token
+
+
+class Store(db.Model):
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Staff(LoginMixin, db.Model):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    store: Mapped[Store | None] = relationship()
+
+    __table_args__ = (CheckConstraint("role IN ('cashier', 'manager', 'admin')", name="role"),)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def has_role(self, minimum: str) -> bool:
+        return ROLE_RANK.get(self.role, 0) >= ROLE_RANK[minimum]
+
+
+class Tier(db.Model):
+    __tablename__ = "tiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name_zh: Mapped[str] = mapped_column(String(50))
+    name_en: Mapped[str] = mapped_column(String(50))
+    threshold_fen: Mapped[int] = mapped_column(BigInteger)
+    multiplier_milli: Mapped[int] = mapped_column(Integer)  # 1500 = 1.5x
+    discount_bp: Mapped[int] = mapped_column(Integer)  # 500 = 5%
+    birthday_bonus: Mapped[int] = mapped_column(Integer)
+
+    def name(self, locale: str) -> str:
+        return self.name_zh if locale.startswith("zh") else self.name_en
+
+
+class Member(LoginMixin, db.Model):
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_number: Mapped[str] = mapped_column(String(10), unique=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    name_key: Mapped[str | None] = mapped_column(String(100), index=True)  # casefolded, for prefix lookup
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)  # E.164
+    phone_last4: Mapped[str | None] = mapped_column(String(4), index=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    birthday: Mapped[date | None] = mapped_column(Date)
+    birthday_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    guardian_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    privacy_version: Mapped[str] = mapped_column(String(32))
+    privacy_consented_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    marketing_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    marketing_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"))
+    tier_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    referral_rewarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the member registered
+    registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locale: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    tier: Mapped[Tier] = relationship()
+    store: Mapped[Store] = relationship()
+    referrer: Mapped[Member | None] = relationship(remote_side=[id])
+
+    @property
+    def is_active(self) -> bool:
+        return self.deleted_at is None
+
+
+class ActivationCode(db.Model):
+    """A one-time 6-digit code with which a member sets a password on their phone."""
+
+    __tablename__ = "activation_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Purchase(db.Model):
+    __tablename__ = "purchases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    receipt_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"))  # tier held when the purchase started
+    gross_fen: Mapped[int] = mapped_column(BigInteger)
+    discount_bp: Mapped[int] = mapped_column(Integer)
+    discount_fen: Mapped[int] = mapped_column(BigInteger)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger, default=0)
+    redeemed_value_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_fen: Mapped[int] = mapped_column(BigInteger)
+    earn_rate_milli: Mapped[int] = mapped_column(Integer)
+    multiplier_milli: Mapped[int] = mapped_column(Integer)
+    points_earned: Mapped[int] = mapped_column(BigInteger)
+    refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    member: Mapped[Member] = relationship()
+    store: Mapped[Store] = relationship()
+    staff: Mapped[Staff | None] = relationship()
+    tier: Mapped[Tier] = relationship()
+
+    __table_args__ = (
+        Index("ix_purchases_member_created", "member_id", "created_at"),
+        CheckConstraint("gross_fen > 0", name="gross_positive"),
+        CheckConstraint("paid_fen >= 0", name="paid_not_negative"),
+    )
+
+    @property
+    def due_fen(self) -> int:
+        return self.gross_fen - self.discount_fen
+
+
+class LedgerEntry(db.Model):
+    """One change of a member's points. Rows are only ever inserted."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))  # a code, rendered in the reader's language
+    note: Mapped[str | None] = mapped_column(Text)  # free text, e.g. a manager's adjustment reason
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"), index=True)
+    related_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # for earn/bonus lots
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    store: Mapped[Store | None] = relationship()
+    purchase: Mapped[Purchase | None] = relationship()
+
+    __table_args__ = (
+        Index("ix_ledger_member_id", "member_id", "id"),
+        CheckConstraint(
+            "kind IN ('earn', 'redeem', 'reverse', 'restore', 'expire', 'adjust', 'bonus')", name="kind"
+        ),
+    )
+
+
+class TierChange(db.Model):
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    from_tier_id: Mapped[int | None] = mapped_column(ForeignKey("tiers.id"))
+    to_tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"))
+    reason: Mapped[str] = mapped_column(String(16))  # purchase, return, review, override
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    qualifying_spend_fen: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    from_tier: Mapped[Tier | None] = relationship(foreign_keys=[from_tier_id])
+    to_tier: Mapped[Tier] = relationship(foreign_keys=[to_tier_id])
+
+
+class Setting(db.Model):
+    """A rule a manager changed from its default; absent keys use the defaults in rules.py."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+
+
+class AuthSession(db.Model):
+    """A server-side login. The cookie holds only its random token, so logout truly ends it."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+
+class AuditLog(db.Model):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(128))
+    before: Mapped[str | None] = mapped_column(Text)  # JSON
+    after: Mapped[str | None] = mapped_column(Text)  # JSON
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+__all__ = [
+    "ActivationCode", "AuditLog", "AuthSession", "LedgerEntry", "LedgerKind", "Member", "Purchase",
+    "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
+]

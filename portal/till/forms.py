@@ -1,0 +1,122 @@
+"""Forms of the till. Checks that need the database are validate_<field> methods."""
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, HiddenField, StringField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from .. import members as member_service
+from ..cards import CARD_LENGTH, is_valid_card_number
+from ..extensions import db
+from ..money import InputError, normalise_text, parse_money, parse_points
+from ..phones import PhoneError, normalise_phone
+from ..web import now, rules
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean_text(value: str | None) -> str | None:
+    """Trim and drop control characters from free text."""
+    if value is None:
+        return None
+    return _CONTROL.sub("", normalise_text(value))
+
+
+class CheckoutForm(FlaskForm):
+    idempotency_key = HiddenField(validators=[DataRequired(), Length(min=16, max=64)])
+    gross = StringField(_l("Amount (shelf price)"))
+    points = StringField(_l("Pay with points"))
+    receipt_number = StringField(
+        _l("Register receipt no. (optional)"), filters=[clean_text], validators=[Optional(), Length(max=64)]
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.idempotency_key.data:
+            self.idempotency_key.data = uuid.uuid4().hex
+        self.gross_fen = 0
+        self.points_value = 0
+
+    def validate_idempotency_key(self, field):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", field.data or ""):
+            raise ValidationError(_l("This form is damaged. Reload the page."))
+
+    def validate_gross(self, field):
+        try:
+            self.gross_fen = parse_money(field.data, rules().purchase_cap_fen)
+        except InputError as error:
+            raise ValidationError(error.args[0]) from None
+
+    def validate_points(self, field):
+        try:
+            self.points_value = parse_points(field.data)
+        except InputError as error:
+            raise ValidationError(error.args[0]) from None
+
+
+class RegisterForm(FlaskForm):
+    name = StringField(
+        _l("Name"), filters=[clean_text],
+        validators=[DataRequired(_l("Enter the member's name.")), Length(max=100)],
+    )
+    phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter a mobile phone number."))])
+    birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
+    guardian_consent = BooleanField(_l("A parent or guardian agrees (members under 14)"))
+    email = StringField(_l("E-mail (optional)"), filters=[clean_text], validators=[Optional(), Length(max=254)])
+    privacy_consent = BooleanField(_l("The member has read and agrees to the privacy notice"))
+    marketing_consent = BooleanField(_l("The member agrees to receive offers and news (optional)"))
+    referrer = StringField(_l("Referred by: phone or card (optional)"), filters=[clean_text])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.phone_e164 = None
+        self.referrer_member = None
+
+    def validate_phone(self, field):
+        try:
+            self.phone_e164 = normalise_phone(field.data)
+        except PhoneError:
+            raise ValidationError(_l("Enter a mobile number such as 13812345678.")) from None
+        existing = member_service.find_by_phone(db.session, self.phone_e164)
+        if existing is not None:
+            raise ValidationError(
+                _l("This phone is already registered (card %(card)s).", card=existing.card_number)
+            )
+
+    def validate_birthday(self, field):
+        if field.data is None:
+            return
+        today = now().date()
+        if field.data > today:
+            raise ValidationError(_l("The birthday cannot be in the future."))
+        if field.data < date(1900, 1, 1):
+            raise ValidationError(_l("Check the year of the birthday."))
+        if member_service.age_on(field.data, today) < rules().guardian_age and not self.guardian_consent.data:
+            raise ValidationError(
+                _l("Members under %(age)s need a parent's or guardian's consent.", age=rules().guardian_age)
+            )
+
+    def validate_email(self, field):
+        if field.data and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", field.data):
+            raise ValidationError(_l("Enter an e-mail address such as name@example.com."))
+
+    def validate_privacy_consent(self, field):
+        if not field.data:
+            raise ValidationError(_l("The member must agree to the privacy notice to join."))
+
+    def validate_referrer(self, field):
+        value = normalise_text(field.data).replace(" ", "")
+        if not value:
+            return
+        if value.isdigit() and len(value) == CARD_LENGTH and not is_valid_card_number(value):
+            raise ValidationError(_l("This card number has a typo: its check digit does not match."))
+        self.referrer_member = member_service.resolve_referrer(db.session, value)
+        if self.referrer_member is None:
+            raise ValidationError(_l("No member has this phone or card number."))
+        if self.phone_e164 and self.referrer_member.phone == self.phone_e164:
+            raise ValidationError(_l("A member cannot refer themselves."))
