@@ -94,8 +94,13 @@ def _reset_postgres(info) -> None:
 class CsrfClient(FlaskClient):
     """A test client that sends a valid CSRF token with every POST, as the pages and htmx do.
 
-    Pass csrf=False to send none (to test that CSRF is enforced).
+    Pass csrf=False to send none (to test that CSRF is enforced). Pages come in English
+    unless a test asks for another language.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.environ_base.setdefault("HTTP_ACCEPT_LANGUAGE", "en")
 
     def csrf_token(self) -> str:
         app = self.application

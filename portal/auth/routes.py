@@ -51,7 +51,7 @@ def login():
             db.session.commit()
             login_user(staff)
             session["seen"] = int(now().timestamp())
-            return redirect(safe_next_url(form.next.data) or url_for("main.index"), code=303)
+            return redirect(safe_next_url(form.next.data) or url_for("till.index"), code=303)
         form.password.errors.append(_("Wrong username or password."))
     status = 422 if request.method == "POST" else 200
     return render_page("auth/login.html", form=form, status=status)

@@ -81,7 +81,7 @@ def lookup():
 @access("cashier")
 def new_member():
     """The registration form, in the panel."""
-    return render_page(TEMPLATE, "panel", q="", lookup=None, register_form=RegisterForm())
+    return render_page(TEMPLATE, "panel", q="", lookup=None, register_form=RegisterForm(), rules=rules())
 
 
 @bp.route("/members", methods=["POST"])
@@ -123,7 +123,7 @@ def register_member():
                 response.headers["HX-Push-Url"] = target
                 return response
             return redirect(target, code=303)
-    return render_page(TEMPLATE, "panel", status=422, q="", lookup=None, register_form=form)
+    return render_page(TEMPLATE, "panel", status=422, q="", lookup=None, register_form=form, rules=rules())
 
 
 @bp.route("/members/<card_number>")
