@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -49,10 +50,18 @@ def register_commands(app: Flask) -> None:
         has_data = db.session.scalar(select(func.count()).select_from(Member)) or db.session.scalar(
             select(func.count()).select_from(Staff)
         )
+        saved = Path(app.instance_path) / "demo-logins.txt"
         if if_empty and has_data:
             click.echo("Database already has data; demo data not loaded.")
+            if saved.exists():
+                click.echo(saved.read_text(), nl=False)
             return
         logins = load_demo(db.session, member_count=member_count, seed=seed if seed is not None else secrets.randbits(32))
-        click.echo("Demo data loaded. Sign in at http://127.0.0.1:5000/login with:")
-        for username, password, role in logins:
-            click.echo(f"  {role:8} {username:10} {password}")
+        lines = ["Demo logins (sign in at http://127.0.0.1:5000/login):"]
+        lines += [f"  {role:8} {username:10} {password}" for username, password, role in logins]
+        text = "\n".join(lines) + "\n"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text)
+        saved.chmod(0o600)
+        click.echo(f"Demo data loaded. The logins are kept in {saved} (readable by you only).")
+        click.echo(text, nl=False)

@@ -124,8 +124,9 @@ class CsrfClient(FlaskClient):
 
 
 @pytest.fixture
-def app(db_backend, request, tmp_path):
+def app(db_backend, request, tmp_path, monkeypatch):
     """The portal on a fresh database of the chosen kind, with the default tiers and one store."""
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
     if db_backend == "sqlite":
         template = request.getfixturevalue("sqlite_template")
         path = tmp_path / "portal.db"

@@ -58,3 +58,5 @@ def test_demo_fills_every_tier_and_prints_logins_once(app, runner):
         assert db.session.scalar(select(func.count()).select_from(Purchase)) > 100
     again = runner.invoke(args=["demo", "--if-empty"])
     assert again.exit_code == 0 and "already" in again.output
+    password = result.output.split("cashier")[-1].split()[-1]
+    assert password in again.output  # make run shows the demo logins again
