@@ -24,7 +24,7 @@ class CheckoutError(ValueError):
     """A checkout that cannot be recorded; `field` names the form field the message belongs beside."""
 
     def __init__(self, field: str | None, message):
-        super().__init__(str(message))
+        super().__init__(message)
         self.field = field
         self.message = message
 
