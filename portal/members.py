@@ -37,7 +37,7 @@ def find_by_card(session: Session, card_number: str) -> Member | None:
 class Lookup:
     """What the till's single box understood, and what it found."""
 
-    kind: str  # card, phone, last4, name, empty, invalid_card, invalid
+    kind: str  # card, phone, last4, name, empty, partial (digits still being typed), invalid_card, invalid
     members: list[Member]
     exact: bool  # a card or full phone: at most one member, open it at once
 
@@ -54,6 +54,8 @@ def lookup(session: Session, query: str | None) -> Lookup:
                 return Lookup("invalid_card", [], False)
             member = find_by_card(session, compact)
             return Lookup("card", [member] if member else [], True)
+        if len(compact) < CARD_LENGTH and len(compact) != 4:
+            return Lookup("partial", [], False)
         if len(compact) == 4:
             found = session.scalars(
                 select(Member)

@@ -15,8 +15,16 @@ from .rules import Rules, load_rules
 
 
 def is_htmx() -> bool:
-    """True for an htmx request that wants a fragment (boosted requests want the whole page)."""
-    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+    """True for an htmx request that wants a fragment.
+
+    Boosted requests and history restores (the back button with no cached page) want the whole page.
+    """
+    headers = request.headers
+    return (
+        headers.get("HX-Request") == "true"
+        and headers.get("HX-Boosted") != "true"
+        and headers.get("HX-History-Restore-Request") != "true"
+    )
 
 
 def render_page(template: str, block: str | None = None, status: int = 200, **context):

@@ -112,6 +112,18 @@ def test_lookup_with_a_mistyped_card_number_says_so(cashier_client, member):
     assert "check digit" in text_of(response)
 
 
+@pytest.mark.parametrize("typed", ["1", "138", "13812", "138123456"])
+def test_lookup_while_digits_are_still_being_typed_asks_for_more(cashier_client, member, typed):
+    response = cashier_client.get(f"/till/lookup?q={typed}", htmx=True)
+    assert response.status_code == 200
+    assert "Keep typing" in text_of(response)
+
+
+def test_lookup_of_an_impossible_number_says_what_it_accepts(cashier_client):
+    page = text_of(cashier_client.get("/till/lookup?q=123456789012345", htmx=True))
+    assert "Enter a full phone number, the last 4 digits, a 10-digit card number or a name." in page
+
+
 def test_lookup_unknown_phone_offers_registration(cashier_client, member):
     page = text_of(cashier_client.get("/till/lookup?q=13700000000", htmx=True))
     assert "No member found" in page and "Register a new member" in page
@@ -198,6 +210,12 @@ def test_register_with_full_width_phone(app, cashier_client):
     assert response.status_code == 200
     with app.app_context():
         assert db.session.scalar(select(Member.phone).where(Member.name == "韩梅梅")) == "+8613600001111"
+
+
+def test_back_button_history_restore_gets_the_whole_page(cashier_client, member):
+    response = cashier_client.get(f"/till/members/{member['card']}", htmx=True,
+                                  headers={"HX-History-Restore-Request": "true"})
+    assert is_full_page(response)
 
 
 def test_registration_form_fragment_and_page(cashier_client):

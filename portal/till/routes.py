@@ -61,7 +61,7 @@ def index():
 @access("cashier")
 def lookup():
     """Matches for the lookup box as the cashier types; a card or full phone opens the member at once."""
-    q = request.args.get("q", "")
+    q = request.args.get("q", "")[:64]
     result = members.lookup(db.session, q)
     if result.exact and result.members:
         member = result.members[0]
