@@ -3,6 +3,7 @@ import re
 import unicodedata
 
 _MONEY = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d*))?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InputError(ValueError):
@@ -10,8 +11,8 @@ class InputError(ValueError):
 
 
 def normalise_text(value: str | None) -> str:
-    """Full-width digits, signs and spaces become their ASCII forms (NFKC), then trim."""
-    return unicodedata.normalize("NFKC", value or "").strip()
+    """Full-width digits, signs and spaces become their ASCII forms (NFKC); control characters go; trimmed."""
+    return _CONTROL.sub("", unicodedata.normalize("NFKC", value or "")).strip()
 
 
 def parse_money(value: str | None, cap_fen: int) -> int:

@@ -404,3 +404,31 @@ def test_member_panel_shows_what_the_next_tier_needs(app, cashier_client, member
     assert "¥750.00 more to reach Silver." in page
     assert re.search(r'id="balance">250<', page)
     assert "0%" in page  # member discount
+
+
+# --- hostile input --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("q", ["\x00", "王\x00", "a" * 10_000, "' OR 1=1 --", "%_%", "１２３４", "+", "++86"])
+def test_lookup_never_fails_on_odd_input(cashier_client, member, q):
+    response = cashier_client.get("/till/lookup", query_string={"q": q}, htmx=True)
+    assert response.status_code == 200
+
+
+def test_login_with_control_characters_is_just_a_wrong_login(client):
+    response = client.post("/login", data={"username": "adm\x00in", "password": "x\x00y"})
+    assert response.status_code == 422
+
+
+def test_markup_in_a_name_is_shown_as_text(app, cashier_client):
+    name = '<img src=x onerror=alert(1)> hx-get="/x"'
+    response = cashier_client.post("/till/members", data={**VALID, "name": name}, htmx=True)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "<img src=x" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+
+
+def test_control_characters_are_dropped_from_names(app, cashier_client):
+    response = cashier_client.post("/till/members", data={**VALID, "name": "韩\x00梅\x1b梅"}, htmx=True)
+    assert response.status_code == 200
+    with app.app_context():
+        assert db.session.scalar(select(Member.name).where(Member.phone == "+8613600001111")) == "韩梅梅"

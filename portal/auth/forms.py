@@ -3,9 +3,11 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from ..money import normalise_text
+
 
 class StaffLoginForm(FlaskForm):
-    username = StringField(_l("Username"), validators=[DataRequired(_l("Enter your username.")), Length(max=64)])
+    username = StringField(_l("Username"), filters=[normalise_text], validators=[DataRequired(_l("Enter your username.")), Length(max=64)])
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
     next = HiddenField()
 

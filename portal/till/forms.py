@@ -17,22 +17,12 @@ from ..money import InputError, normalise_text, parse_money, parse_points
 from ..phones import PhoneError, normalise_phone
 from ..web import now, rules
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def clean_text(value: str | None) -> str | None:
-    """Trim and drop control characters from free text."""
-    if value is None:
-        return None
-    return _CONTROL.sub("", normalise_text(value))
-
-
 class CheckoutForm(FlaskForm):
     idempotency_key = HiddenField(validators=[DataRequired(), Length(min=16, max=64)])
     gross = StringField(_l("Amount (shelf price)"))
     points = StringField(_l("Pay with points"))
     receipt_number = StringField(
-        _l("Register receipt no. (optional)"), filters=[clean_text], validators=[Optional(), Length(max=64)]
+        _l("Register receipt no. (optional)"), filters=[normalise_text], validators=[Optional(), Length(max=64)]
     )
 
     def __init__(self, *args, **kwargs):
@@ -61,16 +51,16 @@ class CheckoutForm(FlaskForm):
 
 class RegisterForm(FlaskForm):
     name = StringField(
-        _l("Name"), filters=[clean_text],
+        _l("Name"), filters=[normalise_text],
         validators=[DataRequired(_l("Enter the member's name.")), Length(max=100)],
     )
     phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter a mobile phone number."))])
     birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
     guardian_consent = BooleanField(_l("A parent or guardian agrees (members under 14)"))
-    email = StringField(_l("E-mail (optional)"), filters=[clean_text], validators=[Optional(), Length(max=254)])
+    email = StringField(_l("E-mail (optional)"), filters=[normalise_text], validators=[Optional(), Length(max=254)])
     privacy_consent = BooleanField(_l("The member has read and agrees to the privacy notice"))
     marketing_consent = BooleanField(_l("The member agrees to receive offers and news (optional)"))
-    referrer = StringField(_l("Referred by: phone or card (optional)"), filters=[clean_text])
+    referrer = StringField(_l("Referred by: phone or card (optional)"), filters=[normalise_text])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
