@@ -82,14 +82,21 @@ def quote(
             raise CheckoutError(
                 "points", _l("The member has only %(balance)s points.", balance=max(balance, 0))
             )
+        most = max_redeemable(due, balance, rules)
+        if most < rules.redeem_minimum:
+            raise CheckoutError(
+                "points",
+                _l("Points cannot pay for this purchase: at least %(minimum)s points at a time are needed.",
+                   minimum=rules.redeem_minimum),
+            )
         if points_to_redeem < rules.redeem_minimum:
             raise CheckoutError(
                 "points", _l("Redeem at least %(minimum)s points at a time.", minimum=rules.redeem_minimum)
             )
-        if points_to_redeem > max_redeemable(due, balance, rules):
+        if points_to_redeem > most:
             raise CheckoutError(
                 "points",
-                _l("At most %(points)s points can pay for this purchase.", points=max_redeemable(due, balance, rules)),
+                _l("At most %(points)s points can pay for this purchase.", points=most),
             )
     redeemed_value = rules.points_value_fen(points_to_redeem)
     paid = due - redeemed_value

@@ -2,7 +2,8 @@
 import re
 import unicodedata
 
-_MONEY = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d*))?$")
+_MONEY = re.compile(r"^([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.([0-9]*))?$")
+_POINTS = re.compile(r"^([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -22,9 +23,9 @@ def parse_money(value: str | None, cap_fen: int) -> int:
     """
     from flask_babel import lazy_gettext as _l
 
-    text = normalise_text(value).replace(" ", "")
+    text = normalise_text(value)
     if text.startswith("¥"):
-        text = text[1:]
+        text = text[1:].strip()
     if not text:
         raise InputError(_l("Enter an amount."))
     if text.startswith("-"):
@@ -49,13 +50,14 @@ def parse_points(value: str | None) -> int:
     """Parse a whole, non-negative number of points; empty means 0."""
     from flask_babel import lazy_gettext as _l
 
-    text = normalise_text(value).replace(",", "").replace(" ", "")
+    text = normalise_text(value)
     if not text:
         return 0
     if text.startswith("-"):
         raise InputError(_l("Points cannot be negative."))
-    if not text.isdigit() or not text.isascii():
+    if not _POINTS.match(text):
         raise InputError(_l("Enter a whole number of points."))
+    text = text.replace(",", "")
     if len(text) > 12:
         raise InputError(_l("That is more points than the balance."))
     return int(text)

@@ -36,7 +36,7 @@ class Rules:
         return points * 100 // self.redeem_points_per_yuan
 
     def points_for_value(self, fen: int) -> int:
-        """The most points whose value does not exceed fen."""
+        """Points worth at most `fen`: fen x points-per-yuan / 100, rounded down (exact at 100 points = ¥1)."""
         return fen * self.redeem_points_per_yuan // 100
 
 
