@@ -17,7 +17,7 @@ $(BIN)/activate: requirements.txt
 setup: $(BIN)/activate compile-translations
 
 compile-translations: $(BIN)/activate
-	$(BIN)/pybabel compile --use-fuzzy -q -d translations
+	$(BIN)/pybabel -q compile -d translations
 
 run: setup
 	$(BIN)/flask db upgrade
@@ -44,8 +44,8 @@ test-quick: setup system-deps
 
 # Extract new strings and merge them into both catalogs (then translate, then compile).
 translations: $(BIN)/activate
-	$(BIN)/pybabel extract -q -F babel.cfg -k _l -o translations/messages.pot .
-	$(BIN)/pybabel update -q -i translations/messages.pot -d translations
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l --add-location=file -o translations/messages.pot .
+	$(BIN)/pybabel -q update -i translations/messages.pot -d translations
 	$(BIN)/python -m portal.i18n_tools fill-english translations/en/LC_MESSAGES/messages.po
 
 clean:

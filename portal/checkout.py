@@ -86,7 +86,7 @@ def quote(
         if most < rules.redeem_minimum:
             raise CheckoutError(
                 "points",
-                _l("Points cannot pay for this purchase: at least %(minimum)s points at a time are needed.",
+                _l("This purchase is too small to pay with points (at least %(minimum)s points at a time).",
                    minimum=rules.redeem_minimum),
             )
         if points_to_redeem < rules.redeem_minimum:

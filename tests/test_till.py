@@ -315,7 +315,7 @@ def test_tier_upgrade_is_shown_on_the_receipt_and_applies_from_the_next_purchase
         ({"gross": "10", "points": "50"}, "points", "Redeem at least 100 points at a time."),
         ({"gross": "100", "points": "600"}, "points", "The member has only 500 points."),
         ({"gross": "3", "points": "400"}, "points", "At most 300 points can pay for this purchase."),
-        ({"gross": "0.50", "points": "100"}, "points", "Points cannot pay for this purchase"),
+        ({"gross": "0.50", "points": "100"}, "points", "This purchase is too small to pay with points"),
     ],
 )
 def test_checkout_errors_are_shown_beside_the_field_and_nothing_is_written(app, cashier_client, data, field,

@@ -22,7 +22,7 @@ class CheckoutForm(FlaskForm):
     gross = StringField(_l("Amount (shelf price)"))
     points = StringField(_l("Pay with points"))
     receipt_number = StringField(
-        _l("Register receipt no. (optional)"), filters=[normalise_text], validators=[Optional(), Length(max=64)]
+        _l("Till receipt no. (optional)"), filters=[normalise_text], validators=[Optional(), Length(max=64)]
     )
 
     def __init__(self, *args, **kwargs):
@@ -56,7 +56,7 @@ class RegisterForm(FlaskForm):
     )
     phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter a mobile phone number."))])
     birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
-    guardian_consent = BooleanField(_l("A parent or guardian agrees (members under 14)"))
+    guardian_consent = BooleanField()
     email = StringField(_l("E-mail (optional)"), filters=[normalise_text], validators=[Optional(), Length(max=254)])
     privacy_consent = BooleanField(_l("The member has read and agrees to the privacy notice"))
     marketing_consent = BooleanField(_l("The member agrees to receive offers and news (optional)"))
@@ -64,6 +64,9 @@ class RegisterForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.guardian_consent.label.text = _l(
+            "A parent or guardian agrees (members under %(age)s)", age=rules().guardian_age
+        )
         self.phone_e164 = None
         self.referrer_member = None
 
