@@ -71,7 +71,6 @@ def lookup():
             response.headers["HX-Retarget"] = "#panel"
             response.headers["HX-Reswap"] = "innerHTML"
             response.headers["HX-Push-Url"] = url_for("till.show_member", card_number=member.card_number)
-            response.headers["HX-Trigger-After-Swap"] = "lookup-done"
             return response
         return redirect(url_for("till.show_member", card_number=member.card_number), code=303)
     return render_page(TEMPLATE, "results", q=q, lookup=result)

@@ -8,11 +8,7 @@
       window.print();
     }
   });
-  // After the lookup box opened a member, select its text so the next scan replaces it.
-  document.body && document.body.addEventListener("lookup-done", function () {
-    var box = document.getElementById("q");
-    if (box) { box.select(); }
-  });
+  // A swapped-in panel puts the cursor where the cashier types next (the amount, the name...).
   document.addEventListener("htmx:afterSettle", function (event) {
     var focus = event.detail.target && event.detail.target.querySelector("[autofocus]");
     if (focus) { focus.focus(); }
