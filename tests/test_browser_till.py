@@ -16,7 +16,8 @@ from portal.extensions import db
 from . import factories
 from .live_server import LiveServer
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright_sync
+
 expect = playwright_sync.expect
 
 pytestmark = pytest.mark.slow
@@ -40,8 +41,7 @@ document.addEventListener("securitypolicyviolation", function (e) {
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -234,3 +234,40 @@ def test_lookup_finds_the_member_as_the_cashier_types(app, browsing, cashier):
     assert_same_page(page)
 
     assert browsing.problems == []
+
+
+def test_bad_input_and_a_lost_connection_are_shown_to_the_cashier(app, browsing, cashier):
+    with app.app_context():
+        card_number = factories.member(name="Li Lei").card_number
+        db.session.commit()
+
+    page = browsing.page("en-US")
+    sign_in(page, cashier)
+    page.goto(f"/till/members/{card_number}")
+    page.wait_for_function("window.htmx !== undefined")
+    mark_page(page)
+    form = page.locator("#panel form.checkout")
+
+    form.locator("input[name=gross]").fill("12.345")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#gross-error")).to_have_text("Use at most two decimal places.")
+    assert_same_page(page)
+
+    # The network drops: the cashier is told, and pressing the button again is safe.
+    page.route("**/purchases", lambda route: route.abort())
+    form.locator("input[name=gross]").fill("12.50")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#request-problem")).to_be_visible()
+    expect(page.locator("#request-problem")).to_contain_text("never recorded twice")
+    page.unroute("**/purchases")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#panel #receipt")).to_be_visible()
+    expect(page.locator("#request-problem")).to_be_hidden()
+    expect(page.locator('[data-figure="paid"]')).to_have_text("¥12.50")
+
+    # Chromium reports the refused form (422) and the aborted request, and htmx logs the failed
+    # request, as console errors; nothing else may appear.
+    unexpected = [p for p in browsing.problems
+                  if "422" not in p and "ERR_FAILED" not in p and "htmx:sendError" not in p
+                  and "htmx:afterRequest" not in p]
+    assert unexpected == []

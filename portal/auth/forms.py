@@ -10,7 +10,3 @@ class StaffLoginForm(FlaskForm):
     username = StringField(_l("Username"), filters=[normalise_text], validators=[DataRequired(_l("Enter your username.")), Length(max=64)])
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
     next = HiddenField()
-
-
-class LogoutForm(FlaskForm):
-    pass
