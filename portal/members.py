@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from .cards import CARD_LENGTH, is_valid_card_number, new_card_number
@@ -71,15 +71,24 @@ def lookup(session: Session, query: str | None) -> Lookup:
             return Lookup("invalid", [], False)
         member = find_by_phone(session, e164)
         return Lookup("phone", [member] if member else [], True)
-    key = name_key(text)
-    escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     found = session.scalars(
         select(Member)
-        .where(Member.name_key.like(escaped + "%", escape="\\"), Member.deleted_at.is_(None))
+        .where(_name_prefix(session, name_key(text)), Member.deleted_at.is_(None))
         .order_by(Member.name_key, Member.id)
         .limit(LOOKUP_LIMIT)
     ).all()
     return Lookup("name", list(found), False)
+
+
+def _name_prefix(session: Session, key: str):
+    """name_key starts with key, in a form each database answers from its index.
+
+    SQLite compares text byte by byte, so a range does it; PostgreSQL has a pattern-ops index for LIKE.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return and_(Member.name_key >= key, Member.name_key < key + "\U0010ffff")
+    escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return Member.name_key.like(escaped + "%", escape="\\")
 
 
 def resolve_referrer(session: Session, text: str | None) -> Member | None:
