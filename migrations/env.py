@@ -67,6 +67,14 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+# Indexes that exist on one database only (created by hand in a migration) and not in the models.
+DIALECT_SPECIFIC_INDEXES = {"ix_members_name_key_pattern"}
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    return not (type_ == "index" and name in DIALECT_SPECIFIC_INDEXES)
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -93,6 +101,7 @@ def run_migrations_online():
 
     conf_args = current_app.extensions['migrate'].configure_args
     conf_args.setdefault("render_item", render_item)
+    conf_args.setdefault("include_object", include_object)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 
