@@ -157,6 +157,7 @@ def record_purchase(
         raise CheckoutError(None, _l("No such member."))
     if find_by_key(session, idempotency_key):
         return _replay(session, idempotency_key, member_id)
+    ledger.expire_due(session, member, now)
 
     figures = quote(
         gross_fen,
@@ -195,22 +196,17 @@ def record_purchase(
         return _replay(session, idempotency_key, member_id)
 
     refs = dict(at=now, store=store, staff_id=staff.id if staff else None, purchase_id=purchase.id)
+    expires = ledger.lot_expiry(now, store.timezone, rules.expiry_days)
     if figures.points_redeemed:
-        ledger.post_entry(session, member, LedgerKind.REDEEM, -figures.points_redeemed, "purchase_redeem", **refs)
+        ledger.debit(session, member, LedgerKind.REDEEM, figures.points_redeemed, "purchase_redeem", **refs)
     if figures.points_earned:
-        expires = ledger.lot_expiry(now, store.timezone, rules.expiry_days)
-        ledger.post_entry(
-            session, member, LedgerKind.EARN, figures.points_earned, "purchase_earn", expires_at=expires, **refs
-        )
+        ledger.credit(session, member, LedgerKind.EARN, [ledger.Portion(figures.points_earned, expires)],
+                      "purchase_earn", **refs)
     if first_purchase and member.referrer_id and member.referral_rewarded_at is None and rules.referral_bonus:
         referrer = ledger.lock_member(session, member.referrer_id)
         if referrer is not None and referrer.deleted_at is None:
-            ledger.post_entry(
-                session, referrer, LedgerKind.BONUS, rules.referral_bonus, "referral",
-                related_member_id=member.id,
-                expires_at=ledger.lot_expiry(now, store.timezone, rules.expiry_days),
-                **refs,
-            )
+            ledger.credit(session, referrer, LedgerKind.BONUS, [ledger.Portion(rules.referral_bonus, expires)],
+                          "referral", related_member_id=member.id, **refs)
         member.referral_rewarded_at = now
 
     session.flush()

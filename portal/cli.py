@@ -1,4 +1,4 @@
-"""flask commands: create-admin, demo."""
+"""flask commands: create-admin, demo, expire-points, review-tiers, birthday-bonus, set-rule."""
 from __future__ import annotations
 
 import secrets
@@ -9,10 +9,14 @@ import click
 from flask import Flask
 from sqlalchemy import func, select
 
+from . import points as points_service
+from . import rules as rules_service
 from . import staff as staff_service
+from . import tiers
 from .database import declare_write_intent
 from .extensions import db
 from .models import Member, Staff
+from .rules import load_rules
 
 
 def register_commands(app: Flask) -> None:
@@ -23,14 +27,16 @@ def register_commands(app: Flask) -> None:
                   help="At least 10 characters; asked for when not given.")
     @click.option("--store-code", default="S001", show_default=True, help="Store to create if there is none yet.")
     @click.option("--store-name", default="Main store", show_default=True)
-    def create_admin(username: str, name: str, password: str, store_code: str, store_name: str):
+    @click.option("--phone", default=None, help="The administrator's own phone (they can never credit it).")
+    def create_admin(username: str, name: str, password: str, store_code: str, store_name: str, phone: str | None):
         """Create an administrator account (there is no default password)."""
         declare_write_intent()
         now = datetime.now(timezone.utc)
         store = staff_service.ensure_store(db.session, code=store_code, name=store_name, now=now)
         try:
             admin = staff_service.create_staff(
-                db.session, username=username, name=name, password=password, role="admin", store=store, now=now
+                db.session, username=username, name=name, password=password, role="admin", store=store, now=now,
+                phone=phone,
             )
         except staff_service.StaffError as error:
             db.session.rollback()
@@ -65,3 +71,54 @@ def register_commands(app: Flask) -> None:
         saved.chmod(0o600)
         click.echo(f"Demo data loaded. The logins are kept in {saved} (readable by you only).")
         click.echo(text, nl=False)
+
+    def moment(value: str | None) -> datetime:
+        """--now for replaying a missed day; defaults to the current time."""
+        if not value:
+            return datetime.now(timezone.utc)
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+    now_option = click.option("--now", "now_text", default=None, metavar="ISO-8601",
+                              help="Run as if at this time (default: now).")
+
+    @app.cli.command("expire-points")
+    @now_option
+    def expire_points(now_text: str | None):
+        """Post expiry entries for every lot whose expiry has passed (daily; running twice changes nothing)."""
+        declare_write_intent()
+        posted = points_service.expire_all(db.session, now=moment(now_text))
+        click.echo(f"{posted} expiry entries posted.")
+
+    @app.cli.command("review-tiers")
+    @now_option
+    def review_tiers(now_text: str | None):
+        """Move members down whose tier has passed its 12 months and whose net spend no longer earns it."""
+        declare_write_intent()
+        rules = load_rules(db.session)
+        moved = tiers.review_all(db.session, now=moment(now_text), retention_days=rules.tier_retention_days,
+                                 qualifying_days=rules.qualifying_days)
+        click.echo(f"{moved} members moved down.")
+
+    @app.cli.command("birthday-bonus")
+    @now_option
+    def birthday_bonus(now_text: str | None):
+        """Post the birthday bonus to members in their birthday month, once a year."""
+        declare_write_intent()
+        posted, forfeited = points_service.birthday_bonuses(db.session, now=moment(now_text),
+                                                            rules=load_rules(db.session))
+        click.echo(f"{posted} birthday bonuses posted; {forfeited} skipped (birthday changed in the last 30 days).")
+
+    @app.cli.command("set-rule")
+    @click.argument("name")
+    @click.argument("value")
+    def set_rule(name: str, value: str):
+        """Change one points rule, e.g. `set-rule shortfall_policy negative` (audited)."""
+        declare_write_intent()
+        try:
+            change = rules_service.set_rule(db.session, name, value, staff=None, now=datetime.now(timezone.utc))
+        except rules_service.RuleError as error:
+            db.session.rollback()
+            raise click.ClickException(str(error)) from None
+        db.session.commit()
+        click.echo(f"{name}: {change[0]!r} -> {change[1]!r}")

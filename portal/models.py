@@ -154,6 +154,7 @@ class Member(LoginMixin, db.Model):
     points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     referral_rewarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_birthday_bonus_year: Mapped[int | None] = mapped_column(Integer)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the member registered
     registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     password_hash: Mapped[str | None] = mapped_column(String(255))
@@ -205,7 +206,11 @@ class Purchase(db.Model):
     earn_rate_milli: Mapped[int] = mapped_column(Integer)
     multiplier_milli: Mapped[int] = mapped_column(Integer)
     points_earned: Mapped[int] = mapped_column(BigInteger)
+    # Running totals of the returns against this purchase (each return adds to them under the row lock).
+    returned_gross_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_reversed: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_restored: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     member: Mapped[Member] = relationship()
@@ -217,11 +222,46 @@ class Purchase(db.Model):
         Index("ix_purchases_member_created", "member_id", "created_at"),
         CheckConstraint("gross_fen > 0", name="gross_positive"),
         CheckConstraint("paid_fen >= 0", name="paid_not_negative"),
+        CheckConstraint("returned_gross_fen >= 0 AND returned_gross_fen <= gross_fen", name="returned_within_gross"),
     )
 
     @property
     def due_fen(self) -> int:
         return self.gross_fen - self.discount_fen
+
+    @property
+    def returnable_fen(self) -> int:
+        """Shelf-price amount that can still be returned."""
+        return self.gross_fen - self.returned_gross_fen
+
+
+class Return(db.Model):
+    """One return against a purchase; its figures follow the cumulative proportions of PRODUCT.md."""
+
+    __tablename__ = "returns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    purchase_id: Mapped[int] = mapped_column(ForeignKey("purchases.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    returned_gross_fen: Mapped[int] = mapped_column(BigInteger)
+    refund_fen: Mapped[int] = mapped_column(BigInteger)  # the proportional refund, before any shortfall
+    points_restored: Mapped[int] = mapped_column(BigInteger)
+    points_reversed: Mapped[int] = mapped_column(BigInteger)
+    shortfall_points: Mapped[int] = mapped_column(BigInteger, default=0)  # reversal the balance could not cover
+    shortfall_deducted_fen: Mapped[int] = mapped_column(BigInteger, default=0)  # taken off the refund for it
+    cash_refund_fen: Mapped[int] = mapped_column(BigInteger)  # what the member gets back
+    shortfall_policy: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    purchase: Mapped[Purchase] = relationship()
+    member: Mapped[Member] = relationship()
+    store: Mapped[Store] = relationship()
+    staff: Mapped[Staff | None] = relationship()
+
+    __table_args__ = (CheckConstraint("returned_gross_fen > 0", name="returned_positive"),)
 
 
 class LedgerEntry(db.Model):
@@ -237,10 +277,11 @@ class LedgerEntry(db.Model):
     reason: Mapped[str] = mapped_column(String(32))  # a code, rendered in the reader's language
     note: Mapped[str | None] = mapped_column(Text)  # free text, e.g. a manager's adjustment reason
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"), index=True)
+    return_id: Mapped[int | None] = mapped_column(ForeignKey("returns.id"), index=True)
     related_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # for earn/bonus lots
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # for credits: when their lot expires
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     store: Mapped[Store | None] = relationship()
@@ -254,6 +295,47 @@ class LedgerEntry(db.Model):
     )
 
 
+class PointLot(db.Model):
+    """Points credited together that expire together. `remaining` is what is left to spend.
+
+    The sum of a member's remaining points equals their balance when it is positive (0 when negative).
+    """
+
+    __tablename__ = "point_lots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # None: never
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_point_lots_member_expiry", "member_id", "expires_at"),
+        CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_within_points"),
+    )
+
+
+class LotUse(db.Model):
+    """How many points of a lot one debit entry (redeem, reverse, expire, adjust) took."""
+
+    __tablename__ = "lot_uses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("point_lots.id"), index=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    restored: Mapped[int] = mapped_column(BigInteger, default=0)  # given back by returns (redemptions only)
+
+    lot: Mapped[PointLot] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("restored >= 0 AND restored <= points", name="restored_within_points"),
+    )
+
+
 class TierChange(db.Model):
     __tablename__ = "tier_changes"
 
@@ -263,6 +345,7 @@ class TierChange(db.Model):
     to_tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"))
     reason: Mapped[str] = mapped_column(String(16))  # purchase, return, review, override
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"))
+    return_id: Mapped[int | None] = mapped_column(ForeignKey("returns.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     qualifying_spend_fen: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -313,6 +396,7 @@ class AuditLog(db.Model):
 
 
 __all__ = [
-    "ActivationCode", "AuditLog", "AuthSession", "LedgerEntry", "LedgerKind", "Member", "Purchase",
+    "ActivationCode", "AuditLog", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
+    "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
 ]

@@ -49,3 +49,56 @@ def load_rules(session: Session) -> Rules:
     for setting in session.scalars(select(Setting).where(Setting.key.in_(RULE_NAMES))):
         overrides[setting.key] = json.loads(setting.value)
     return replace(DEFAULT_RULES, **overrides) if overrides else DEFAULT_RULES
+
+
+class RuleError(ValueError):
+    pass
+
+
+CHOICES = {"shortfall_policy": ("deduct", "negative")}
+BOUNDS = {
+    "earn_rate_milli": (1, 100_000), "redeem_points_per_yuan": (1, 100_000), "redeem_minimum": (1, 1_000_000),
+    "redeem_cap_percent": (1, 100), "purchase_cap_fen": (100, 10_000_000_000), "expiry_days": (0, 3650),
+    "referral_bonus": (0, 1_000_000), "guardian_age": (0, 18), "activation_minutes": (5, 1440),
+    "tier_retention_days": (1, 3650), "qualifying_days": (1, 3650),
+}
+
+
+def parse_rule(name: str, text: str):
+    """The typed value of one rule from text, checked against its bounds or choices."""
+    if name not in RULE_NAMES:
+        raise RuleError(f"unknown rule {name!r}; known: {', '.join(sorted(RULE_NAMES))}")
+    default = getattr(DEFAULT_RULES, name)
+    if isinstance(default, int):
+        try:
+            value = int(text)
+        except ValueError:
+            raise RuleError(f"{name} must be a whole number") from None
+        low, high = BOUNDS[name]
+        if not low <= value <= high:
+            raise RuleError(f"{name} must be between {low} and {high}")
+        return value
+    value = text.strip()
+    if name in CHOICES and value not in CHOICES[name]:
+        raise RuleError(f"{name} must be one of: {', '.join(CHOICES[name])}")
+    if not value:
+        raise RuleError(f"{name} cannot be empty")
+    return value
+
+
+def set_rule(session: Session, name: str, text: str, *, staff, now) -> tuple:
+    """Change one rule from the next transaction on, with the before and after in the audit log."""
+    from . import audit
+
+    value = parse_rule(name, text)
+    before = getattr(load_rules(session), name)
+    setting = session.get(Setting, name)
+    if setting is None:
+        setting = Setting(key=name)
+        session.add(setting)
+    setting.value = json.dumps(value)
+    setting.updated_at = now
+    setting.updated_by_id = staff.id if staff else None
+    audit.record(session, "rules.set", at=now, staff_id=staff.id if staff else None, target=f"rule:{name}",
+                 before={name: before}, after={name: value})
+    return before, value

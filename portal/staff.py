@@ -10,6 +10,7 @@ from werkzeug.security import generate_password_hash
 
 from . import audit
 from .models import Staff, Store
+from .phones import PhoneError, normalise_phone
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 10
@@ -35,7 +36,7 @@ def ensure_store(session: Session, *, code: str, name: str, now: datetime) -> St
 
 def create_staff(
     session: Session, *, username: str, name: str, password: str, role: str, store: Store | None,
-    now: datetime, created_by: Staff | None = None,
+    now: datetime, created_by: Staff | None = None, phone: str | None = None,
 ) -> Staff:
     username = username.strip().lower()
     if not USERNAME.match(username):
@@ -46,9 +47,14 @@ def create_staff(
         raise StaffError("role: cashier, manager or admin")
     if session.scalars(select(Staff).where(Staff.username == username)).one_or_none():
         raise StaffError(f"username {username!r} is taken")
+    if phone:
+        try:
+            phone = normalise_phone(phone)
+        except PhoneError:
+            raise StaffError("phone: not a valid mobile number") from None
     staff = Staff(
         username=username, name=name.strip() or username, password_hash=hash_password(password),
-        role=role, store_id=store.id if store else None, active=True, created_at=now,
+        role=role, store_id=store.id if store else None, phone=phone or None, active=True, created_at=now,
     )
     session.add(staff)
     session.flush()

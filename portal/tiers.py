@@ -54,6 +54,21 @@ def progress(tiers: list[Tier], current: Tier, spend_fen: int) -> TierProgress:
     return TierProgress(current, spend_fen, next_tier, needed)
 
 
+def _change_tier(session: Session, member: Member, to: Tier, *, at: datetime, reason: str, spend_fen: int,
+                 purchase_id: int | None = None, return_id: int | None = None,
+                 staff_id: int | None = None) -> TierChange:
+    """Move the member to another tier and keep the change, with its reason, for their history."""
+    change = TierChange(
+        member_id=member.id, from_tier_id=member.tier_id, to_tier_id=to.id, reason=reason,
+        purchase_id=purchase_id, return_id=return_id, staff_id=staff_id,
+        qualifying_spend_fen=spend_fen, created_at=at,
+    )
+    member.tier = to
+    member.tier_since = at
+    session.add(change)
+    return change
+
+
 def upgrade_if_reached(
     session: Session,
     member: Member,
@@ -69,17 +84,63 @@ def upgrade_if_reached(
     earned = tier_for_spend(tiers, spend_fen)
     if earned.threshold_fen <= member.tier.threshold_fen:
         return None
-    change = TierChange(
-        member_id=member.id,
-        from_tier_id=member.tier_id,
-        to_tier_id=earned.id,
-        reason=reason,
-        purchase_id=purchase_id,
-        staff_id=staff_id,
-        qualifying_spend_fen=spend_fen,
-        created_at=at,
-    )
-    member.tier = earned
-    member.tier_since = at
-    session.add(change)
-    return change
+    return _change_tier(session, member, earned, at=at, reason=reason, spend_fen=spend_fen,
+                        purchase_id=purchase_id, staff_id=staff_id)
+
+
+def downgrade_after_return(
+    session: Session, member: Member, tiers: list[Tier], spend_before: int, spend_after: int, *,
+    at: datetime, return_id: int, staff_id: int | None = None,
+) -> TierChange | None:
+    """A return that drops the spend below the held tier's threshold moves the member down at once
+    (buy big, reach Gold, return it: no Gold). A tier held only by the 12 months' grace is left to the review."""
+    threshold = member.tier.threshold_fen
+    if not (spend_after < threshold <= spend_before):
+        return None
+    return _change_tier(session, member, tier_for_spend(tiers, spend_after), at=at, reason="return",
+                        spend_fen=spend_after, return_id=return_id, staff_id=staff_id)
+
+
+def review(session: Session, member: Member, tiers: list[Tier], *, now: datetime,
+           retention_days: int, qualifying_days: int) -> TierChange | None:
+    """The daily review: once the tier has been held for its 12 months, move the member down to
+    what the trailing net spend earns. Never up (purchases do that) and never before the 12 months."""
+    if member.tier_since > now - timedelta(days=retention_days):
+        return None
+    spend = qualifying_spend(session, member.id, now, qualifying_days)
+    earned = tier_for_spend(tiers, spend)
+    if earned.threshold_fen >= member.tier.threshold_fen:
+        return None
+    return _change_tier(session, member, earned, at=now, reason="review", spend_fen=spend)
+
+
+def members_due_for_review(session: Session, now: datetime, retention_days: int, after_id: int,
+                           limit: int) -> list[int]:
+    """Members above the lowest tier whose tier is older than the retention period."""
+    lowest = session.scalar(select(Tier.id).order_by(Tier.threshold_fen, Tier.id).limit(1))
+    return list(session.scalars(
+        select(Member.id)
+        .where(Member.tier_id != lowest, Member.tier_since <= now - timedelta(days=retention_days),
+               Member.deleted_at.is_(None), Member.id > after_id)
+        .order_by(Member.id).limit(limit)
+    ))
+
+
+def review_all(session: Session, *, now: datetime, retention_days: int, qualifying_days: int,
+               batch: int = 500) -> int:
+    """Run the review over every member due for it, committing in batches. Returns the number moved down."""
+    from .ledger import lock_member
+
+    moved, after_id = 0, 0
+    levels = all_tiers(session)
+    while True:
+        ids = members_due_for_review(session, now, retention_days, after_id, batch)
+        if not ids:
+            return moved
+        for member_id in ids:
+            member = lock_member(session, member_id)
+            if review(session, member, levels, now=now, retention_days=retention_days,
+                      qualifying_days=qualifying_days):
+                moved += 1
+        session.commit()
+        after_id = ids[-1]
