@@ -80,7 +80,7 @@ def quote(
     if points_to_redeem:
         if points_to_redeem > balance:
             raise CheckoutError(
-                "points", _l("The member has only %(balance)s points.", balance=max(balance, 0))
+                "points", _l("The member has only %(balance)s points.", balance=f"{max(balance, 0):,}")
             )
         most = max_redeemable(due, balance, rules)
         if most < rules.redeem_minimum:
@@ -96,7 +96,7 @@ def quote(
         if points_to_redeem > most:
             raise CheckoutError(
                 "points",
-                _l("At most %(points)s points can pay for this purchase.", points=most),
+                _l("At most %(points)s points can pay for this purchase.", points=f"{most:,}"),
             )
     redeemed_value = rules.points_value_fen(points_to_redeem)
     paid = due - redeemed_value

@@ -276,6 +276,7 @@ class LedgerEntry(db.Model):
     balance_after: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(32))  # a code, rendered in the reader's language
     note: Mapped[str | None] = mapped_column(Text)  # free text, e.g. a manager's adjustment reason
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))  # manual adjustments; unique index below
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"), index=True)
     return_id: Mapped[int | None] = mapped_column(ForeignKey("returns.id"), index=True)
     related_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
@@ -289,6 +290,7 @@ class LedgerEntry(db.Model):
 
     __table_args__ = (
         Index("ix_ledger_member_id", "member_id", "id"),
+        Index("uq_ledger_entries_idempotency_key", "idempotency_key", unique=True),
         CheckConstraint(
             "kind IN ('earn', 'redeem', 'reverse', 'restore', 'expire', 'adjust', 'bonus')", name="kind"
         ),

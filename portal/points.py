@@ -20,12 +20,12 @@ BIRTHDAY_CHANGE_GRACE = timedelta(days=30)
 
 def adjust(
     session: Session, *, member_id: int, staff: Staff, store: Store, points: int, reason: str, rules: Rules,
-    now: datetime, ip: str | None = None,
+    now: datetime, idempotency_key: str | None = None, ip: str | None = None,
 ) -> LedgerEntry:
     """A manager's manual adjustment, with its reason, in the ledger and in the audit log.
 
     No one may credit an account that carries their own phone number, and a debit may not take
-    more than the member has.
+    more than the member has. A key seen before returns the entry it made (a double-click, a retry).
     """
     if not staff.has_role("manager"):
         raise AdjustmentError(None, _l("Only managers can adjust points."))
@@ -39,11 +39,17 @@ def adjust(
     member = ledger.lock_member(session, member_id)
     if member is None or member.deleted_at is not None:
         raise AdjustmentError(None, _l("No such member."))
+    if idempotency_key:
+        done = session.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
+        if done is not None:
+            if done.member_id != member.id:
+                raise AdjustmentError(None, _l("This form was already used for another member. Start again."))
+            return done
     if points > 0 and staff.phone and staff.phone == member.phone:
         raise AdjustmentError("points", _l("You cannot credit points to an account with your own phone number."))
     ledger.expire_due(session, member, now)
     before = member.points_balance
-    refs = dict(at=now, store=store, staff_id=staff.id, note=reason)
+    refs = dict(at=now, store=store, staff_id=staff.id, note=reason, idempotency_key=idempotency_key)
     if points > 0:
         expires = ledger.lot_expiry(now, store.timezone, rules.expiry_days)
         entry = ledger.credit(session, member, LedgerKind.ADJUST, [ledger.Portion(points, expires)],
@@ -53,7 +59,7 @@ def adjust(
             entry = ledger.debit(session, member, LedgerKind.ADJUST, -points, "adjustment", **refs)
         except ledger.InsufficientPoints:
             raise AdjustmentError(
-                "points", _l("The member has only %(balance)s points.", balance=max(before, 0))
+                "points", _l("The member has only %(balance)s points.", balance=f"{max(before, 0):,}")
             ) from None
     audit.record(
         session, "points.adjust", at=now, staff_id=staff.id, store_id=store.id, ip=ip,

@@ -22,9 +22,13 @@ def field_error(response, field_id: str) -> str | None:
     return unescape(match.group(1)) if match else None
 
 
-def form_key(response) -> str:
-    match = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', response.get_data(as_text=True))
-    assert match, "no checkout form on the page"
+def form_key(response, action: str | None = None) -> str:
+    """The one-time key of the first form on the page, or of the first form after `action` (a URL part)."""
+    body = response.get_data(as_text=True)
+    if action:
+        body = body[body.index(action):]
+    match = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', body)
+    assert match, "no form with a key on the page"
     return match.group(1)
 
 

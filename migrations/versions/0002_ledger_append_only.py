@@ -39,5 +39,5 @@ def downgrade():
         op.execute("DROP TRIGGER ledger_entries_append_only ON ledger_entries")
         op.execute("DROP FUNCTION ledger_entries_append_only()")
     else:
-        op.execute("DROP TRIGGER ledger_entries_no_update")
-        op.execute("DROP TRIGGER ledger_entries_no_delete")
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_no_update")
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_no_delete")

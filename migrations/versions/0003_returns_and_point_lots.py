@@ -82,6 +82,8 @@ def upgrade():
     # Plain ADD COLUMN (no batch table copy), so SQLite keeps the ledger's append-only triggers.
     _add_reference('ledger_entries', 'return_id', 'returns', 'fk_ledger_entries_return_id_returns')
     op.create_index('ix_ledger_entries_return_id', 'ledger_entries', ['return_id'], unique=False)
+    op.add_column('ledger_entries', sa.Column('idempotency_key', sa.String(length=64), nullable=True))
+    op.create_index('uq_ledger_entries_idempotency_key', 'ledger_entries', ['idempotency_key'], unique=True)
     op.add_column('members', sa.Column('last_birthday_bonus_year', sa.Integer(), nullable=True))
     for column in ('returned_gross_fen', 'points_reversed', 'points_restored'):
         op.add_column('purchases', sa.Column(column, sa.BigInteger(), nullable=False, server_default='0'))
@@ -140,12 +142,25 @@ def _rebuild_lots():
 
 
 def downgrade():
-    op.drop_column('tier_changes', 'return_id')
-    for column in ('points_restored', 'points_reversed', 'returned_gross_fen'):
-        op.drop_column('purchases', column)
-    op.drop_column('members', 'last_birthday_bonus_year')
-    op.drop_index('ix_ledger_entries_return_id', table_name='ledger_entries')
-    op.drop_column('ledger_entries', 'return_id')
+    # On SQLite these drops copy the tables (batch mode), which loses the ledger's triggers: put them back.
+    with op.batch_alter_table('tier_changes') as batch_op:
+        batch_op.drop_column('return_id')
+    with op.batch_alter_table('purchases') as batch_op:
+        for column in ('points_restored', 'points_reversed', 'returned_gross_fen'):
+            batch_op.drop_column(column)
+    with op.batch_alter_table('members') as batch_op:
+        batch_op.drop_column('last_birthday_bonus_year')
+    with op.batch_alter_table('ledger_entries') as batch_op:
+        batch_op.drop_index('uq_ledger_entries_idempotency_key')
+        batch_op.drop_column('idempotency_key')
+        batch_op.drop_index('ix_ledger_entries_return_id')
+        batch_op.drop_column('return_id')
+    if op.get_bind().dialect.name == 'sqlite':
+        for action in ('UPDATE', 'DELETE'):
+            op.execute(
+                f"CREATE TRIGGER IF NOT EXISTS ledger_entries_no_{action.lower()} BEFORE {action} ON ledger_entries "
+                "BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END"
+            )
 
     with op.batch_alter_table('lot_uses', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lot_uses_lot_id'))

@@ -17,8 +17,31 @@ from ..money import InputError, normalise_text, parse_money, parse_points
 from ..phones import PhoneError, normalise_phone
 from ..web import now, rules
 
-class CheckoutForm(FlaskForm):
+def money_in(field, cap_fen: int) -> int:
+    """The fen a money field holds, or a ValidationError beside it."""
+    try:
+        return parse_money(field.data, cap_fen)
+    except InputError as error:
+        raise ValidationError(error.args[0]) from None
+
+
+class KeyedForm(FlaskForm):
+    """A form that writes carries a one-time key; the database holds it unique, so a double-click,
+    a refresh or a retry records once."""
+
     idempotency_key = HiddenField(validators=[DataRequired(), Length(min=16, max=64)])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.idempotency_key.data:
+            self.idempotency_key.data = uuid.uuid4().hex
+
+    def validate_idempotency_key(self, field):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", field.data or ""):
+            raise ValidationError(_l("This form is damaged. Reload the page."))
+
+
+class CheckoutForm(KeyedForm):
     gross = StringField(_l("Amount (shelf price)"))
     points = StringField(_l("Pay with points"))
     receipt_number = StringField(
@@ -27,26 +50,49 @@ class CheckoutForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self.idempotency_key.data:
-            self.idempotency_key.data = uuid.uuid4().hex
         self.gross_fen = 0
         self.points_value = 0
 
-    def validate_idempotency_key(self, field):
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", field.data or ""):
-            raise ValidationError(_l("This form is damaged. Reload the page."))
-
     def validate_gross(self, field):
-        try:
-            self.gross_fen = parse_money(field.data, rules().purchase_cap_fen)
-        except InputError as error:
-            raise ValidationError(error.args[0]) from None
+        self.gross_fen = money_in(field, rules().purchase_cap_fen)
 
     def validate_points(self, field):
         try:
             self.points_value = parse_points(field.data)
         except InputError as error:
             raise ValidationError(error.args[0]) from None
+
+
+class ReturnForm(KeyedForm):
+    amount = StringField(_l("Amount returned (shelf price)"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.amount_fen = 0
+
+    def validate_amount(self, field):
+        self.amount_fen = money_in(field, rules().purchase_cap_fen)
+
+
+class AdjustForm(KeyedForm):
+    points = StringField(_l("Points to add (or take away, with a minus sign)"))
+    reason = StringField(_l("Reason"), filters=[normalise_text],
+                         validators=[DataRequired(_l("Say why the points are adjusted.")), Length(max=200)])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.points_value = 0
+
+    def validate_points(self, field):
+        text = normalise_text(field.data).replace(" ", "")
+        sign = -1 if text[:1] in ("-", "−") else 1
+        try:
+            value = parse_points(text.lstrip("+-−"))
+        except InputError as error:
+            raise ValidationError(error.args[0]) from None
+        if value == 0:
+            raise ValidationError(_l("Enter a number of points other than zero."))
+        self.points_value = sign * value
 
 
 class RegisterForm(FlaskForm):

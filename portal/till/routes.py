@@ -4,19 +4,35 @@ from __future__ import annotations
 from flask import abort, current_app, redirect, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import checkout, members, tiers
+from .. import checkout, ledger, members, points, returns, tiers
 from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
-from ..models import LedgerEntry, Member, Purchase, TierChange
+from ..models import LedgerEntry, Member, PointLot, Purchase, Return, TierChange
 from ..web import current_store, is_htmx, now, render_page, rules
 from . import bp
-from .forms import CheckoutForm, RegisterForm
+from .forms import AdjustForm, CheckoutForm, RegisterForm, ReturnForm
 
 TEMPLATE = "till/index.html"
+
+
+def _panel(name: str, status: int = 200, **context):
+    """The till page with `name` in its panel (member, register, receipt, return_form, return_receipt)."""
+    return render_page(TEMPLATE, "panel", status=status, q="", lookup=None, panel=name, **context)
+
+
+def _show_error(form, error) -> None:
+    """Put a service's refusal beside the field it names, or above the form."""
+    field = getattr(form, error.field, None) if error.field else None
+    if field is not None:
+        field.errors = [error.message]
+    else:
+        form.form_errors.append(error.message)
 
 
 def _member_or_404(card_number: str) -> Member:
@@ -28,23 +44,40 @@ def _member_or_404(card_number: str) -> Member:
     return member
 
 
-def _member_context(member: Member, form: CheckoutForm | None = None, typed_phone: bool = False) -> dict:
+def _member_context(member: Member, form: CheckoutForm | None = None, typed_phone: bool = False,
+                    adjust_form: AdjustForm | None = None, adjusted: LedgerEntry | None = None) -> dict:
     """Everything the member panel shows: tier, discount, balance and what the next tier needs."""
-    spend = tiers.qualifying_spend(db.session, member.id, now(), rules().qualifying_days)
+    moment = now()
+    spend = tiers.qualifying_spend(db.session, member.id, moment, rules().qualifying_days)
     tier_progress = tiers.progress(tiers.all_tiers(db.session), member.tier, spend)
     recent = db.session.scalars(
         select(Purchase).where(Purchase.member_id == member.id).order_by(Purchase.id.desc()).limit(5)
     ).all()
+    tier_history = db.session.scalars(
+        select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id.desc()).limit(5)
+    ).all()
+    expiring = db.session.scalar(
+        select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
+            PointLot.member_id == member.id, PointLot.remaining > 0,
+            PointLot.expires_at > moment, PointLot.expires_at <= moment + timedelta(days=30),
+        )
+    )
+    usable = ledger.available(db.session, member, moment)
     registered = session.pop("registered", None)
     if registered and registered.get("card") != member.card_number:
         registered = None
     return {
         "member": member,
+        "usable_points": usable,
+        "expiring_points": expiring,
         "progress": tier_progress,
         "recent_purchases": recent,
+        "tier_history": tier_history,
         "form": form or CheckoutForm(),
+        "adjust_form": adjust_form or (AdjustForm() if current_user.has_role("manager") else None),
+        "adjusted": adjusted,
         "rules": rules(),
-        "max_points": checkout.max_redeemable(10**15, member.points_balance, rules()),
+        "max_points": checkout.max_redeemable(10**15, usable, rules()),
         "typed_phone": typed_phone,
         "registered": registered,
     }
@@ -54,7 +87,7 @@ def _member_context(member: Member, form: CheckoutForm | None = None, typed_phon
 @access("cashier")
 def index():
     """The till screen, with an empty panel."""
-    return render_page(TEMPLATE, "panel", q="", lookup=None)
+    return _panel("empty")
 
 
 @bp.route("/lookup")
@@ -67,7 +100,7 @@ def lookup():
         member = result.members[0]
         context = _member_context(member, typed_phone=result.kind == "phone")
         if is_htmx():
-            response = render_page(TEMPLATE, "panel", q=q, lookup=result, **context)
+            response = render_page(TEMPLATE, "panel", q=q, lookup=result, panel="member", **context)
             response.headers["HX-Retarget"] = "#panel"
             response.headers["HX-Reswap"] = "innerHTML"
             response.headers["HX-Push-Url"] = url_for("till.show_member", card_number=member.card_number)
@@ -80,7 +113,7 @@ def lookup():
 @access("cashier")
 def new_member():
     """The registration form, in the panel."""
-    return render_page(TEMPLATE, "panel", q="", lookup=None, register_form=RegisterForm(), rules=rules())
+    return _panel("register", register_form=RegisterForm(), rules=rules())
 
 
 @bp.route("/members", methods=["POST"])
@@ -118,11 +151,11 @@ def register_member():
             }
             target = url_for("till.show_member", card_number=member.card_number)
             if is_htmx():
-                response = render_page(TEMPLATE, "panel", q="", lookup=None, **_member_context(member))
+                response = _panel("member", **_member_context(member))
                 response.headers["HX-Push-Url"] = target
                 return response
             return redirect(target, code=303)
-    return render_page(TEMPLATE, "panel", status=422, q="", lookup=None, register_form=form, rules=rules())
+    return _panel("register", 422, register_form=form, rules=rules())
 
 
 @bp.route("/members/<card_number>")
@@ -130,7 +163,7 @@ def register_member():
 def show_member(card_number: str):
     """The member panel with the checkout form."""
     member = _member_or_404(card_number)
-    return render_page(TEMPLATE, "panel", q="", lookup=None, **_member_context(member))
+    return _panel("member", **_member_context(member))
 
 
 @bp.route("/members/<card_number>/purchases", methods=["POST"])
@@ -155,22 +188,18 @@ def record_purchase(card_number: str):
             )
         except checkout.CheckoutError as error:
             db.session.rollback()
-            field = getattr(form, error.field, None) if error.field else None
-            if field is not None:
-                field.errors = [error.message]
-            else:
-                form.form_errors.append(error.message)
+            _show_error(form, error)
         else:
             db.session.commit()
             target = url_for("till.show_receipt", purchase_id=result.purchase.id)
             if is_htmx():
-                response = render_page(TEMPLATE, "panel", q="", lookup=None, **_receipt_context(result.purchase))
+                response = _panel("receipt", **_receipt_context(result.purchase))
                 response.headers["HX-Push-Url"] = target
                 return response
             return redirect(target, code=303)
     db.session.rollback()
     member = _member_or_404(card_number)
-    return render_page(TEMPLATE, "panel", status=422, q="", lookup=None, **_member_context(member, form))
+    return _panel("member", 422, **_member_context(member, form))
 
 
 def _receipt_context(purchase: Purchase) -> dict:
@@ -194,4 +223,131 @@ def show_receipt(purchase_id: int):
         abort(404)
     if current_user.role != "admin" and purchase.store_id != current_store().id:
         abort(404)
-    return render_page(TEMPLATE, "panel", q="", lookup=None, **_receipt_context(purchase))
+    return _panel("receipt", **_receipt_context(purchase))
+
+
+# --- returns --------------------------------------------------------------------------------------------
+
+@bp.route("/returns")
+@access("cashier")
+def find_purchases():
+    """Purchases to return, by till receipt number, or by member (card, phone, last 4 digits, name)."""
+    q = request.args.get("q", "")[:64]
+    text = q.strip()
+    found: list[Purchase] = []
+    if text:
+        found = list(db.session.scalars(
+            select(Purchase).where(Purchase.receipt_number == text).order_by(Purchase.id.desc()).limit(20)
+        ))
+        if not found:
+            result = members.lookup(db.session, text)
+            ids = [m.id for m in result.members]
+            if ids:
+                found = list(db.session.scalars(
+                    select(Purchase).where(Purchase.member_id.in_(ids)).order_by(Purchase.id.desc()).limit(20)
+                ))
+    return render_page(TEMPLATE, "results", q="", lookup=None, return_q=q, purchases=found)
+
+
+def _purchase_or_404(purchase_id: int) -> Purchase:
+    purchase = db.session.get(Purchase, purchase_id)
+    if purchase is None:
+        abort(404)
+    return purchase
+
+
+def _return_form_context(purchase: Purchase, form: ReturnForm | None = None) -> dict:
+    earlier = db.session.scalars(
+        select(Return).where(Return.purchase_id == purchase.id).order_by(Return.id)
+    ).all()
+    return {"purchase": purchase, "return_form": form or ReturnForm(), "earlier_returns": earlier,
+            "member": purchase.member}
+
+
+@bp.route("/purchases/<int:purchase_id>/return")
+@access("cashier")
+def new_return(purchase_id: int):
+    """The return form for one purchase, at any store of the chain."""
+    purchase = _purchase_or_404(purchase_id)
+    return _panel("return_form", **_return_form_context(purchase))
+
+
+@bp.route("/purchases/<int:purchase_id>/returns", methods=["POST"])
+@access("cashier")
+def record_return(purchase_id: int):
+    """Record a return once per form key; answer with the return receipt."""
+    purchase = _purchase_or_404(purchase_id)
+    form = ReturnForm()
+    if form.validate_on_submit():
+        try:
+            result = returns.record_return(
+                db.session, purchase_id=purchase.id, store=current_store(), staff=current_user,
+                returned_gross_fen=form.amount_fen, idempotency_key=form.idempotency_key.data,
+                rules=rules(), now=now(),
+            )
+        except returns.ReturnError as error:
+            db.session.rollback()
+            _show_error(form, error)
+        else:
+            db.session.commit()
+            target = url_for("till.show_return", return_id=result.ret.id)
+            if is_htmx():
+                response = _panel("return_receipt", **_return_receipt_context(result.ret))
+                response.headers["HX-Push-Url"] = target
+                return response
+            return redirect(target, code=303)
+    db.session.rollback()
+    purchase = _purchase_or_404(purchase_id)
+    return _panel("return_form", 422, **_return_form_context(purchase, form))
+
+
+def _return_receipt_context(ret: Return) -> dict:
+    change = db.session.scalars(select(TierChange).where(TierChange.return_id == ret.id)).first()
+    balance_after = db.session.scalar(
+        select(LedgerEntry.balance_after).where(LedgerEntry.return_id == ret.id)
+        .order_by(LedgerEntry.id.desc()).limit(1)
+    )
+    return {"ret": ret, "purchase": ret.purchase, "member": ret.member, "tier_change": change,
+            "balance_after": balance_after}
+
+
+@bp.route("/returns/<int:return_id>")
+@access("cashier")
+def show_return(return_id: int):
+    """A return receipt, printable; staff below admin see only returns made at their store."""
+    ret = db.session.get(Return, return_id)
+    if ret is None or (current_user.role != "admin" and ret.store_id != current_store().id):
+        abort(404)
+    return _panel("return_receipt", **_return_receipt_context(ret))
+
+
+# --- manual adjustments ---------------------------------------------------------------------------------
+
+@bp.route("/members/<card_number>/adjustments", methods=["POST"])
+@access("manager")
+def adjust_points(card_number: str):
+    """A manager adds or takes points with a reason (audited)."""
+    member = _member_or_404(card_number)
+    form = AdjustForm()
+    if form.validate_on_submit():
+        try:
+            entry = points.adjust(
+                db.session, member_id=member.id, staff=current_user, store=current_store(),
+                points=form.points_value, reason=form.reason.data, rules=rules(), now=now(),
+                idempotency_key=form.idempotency_key.data, ip=request.remote_addr,
+            )
+        except points.AdjustmentError as error:
+            db.session.rollback()
+            _show_error(form, error)
+        else:
+            db.session.commit()
+            target = url_for("till.show_member", card_number=card_number)
+            if is_htmx():
+                member = _member_or_404(card_number)
+                response = _panel("member", **_member_context(member, adjusted=entry))
+                response.headers["HX-Push-Url"] = target
+                return response
+            return redirect(target, code=303)
+    db.session.rollback()
+    member = _member_or_404(card_number)
+    return _panel("member", 422, **_member_context(member, adjust_form=form))
