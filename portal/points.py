@@ -92,18 +92,18 @@ def birthday_bonuses(session: Session, *, now: datetime, rules: Rules, batch: in
                 break
             for member_id in ids:
                 member = ledger.lock_member(session, member_id)
-                if member.last_birthday_bonus_year == today.year:
-                    continue  # another run got here first
-                member.last_birthday_bonus_year = today.year
-                changed = member.birthday_changed_at
-                if (changed and changed > now - BIRTHDAY_CHANGE_GRACE) or not member.tier.birthday_bonus:
-                    forfeited += 1
-                    continue
-                expires = ledger.lot_expiry(now, store.timezone, rules.expiry_days)
-                ledger.credit(session, member, LedgerKind.BONUS, [ledger.Portion(member.tier.birthday_bonus, expires)],
-                              "birthday", at=now, store=store)
-                posted += 1
-            session.commit()
+                if member.last_birthday_bonus_year != today.year:  # else another run got here first
+                    member.last_birthday_bonus_year = today.year
+                    changed = member.birthday_changed_at
+                    if (changed and changed > now - BIRTHDAY_CHANGE_GRACE) or not member.tier.birthday_bonus:
+                        forfeited += 1
+                    else:
+                        expires = ledger.lot_expiry(now, store.timezone, rules.expiry_days)
+                        ledger.credit(session, member, LedgerKind.BONUS,
+                                      [ledger.Portion(member.tier.birthday_bonus, expires)], "birthday",
+                                      at=now, store=store)
+                        posted += 1
+                session.commit()  # one member at a time: a till waits for no more than that
             after_id = ids[-1]
     return posted, forfeited
 
@@ -118,4 +118,4 @@ def expire_all(session: Session, *, now: datetime, batch: int = 500) -> int:
         for member_id in ids:
             member = ledger.lock_member(session, member_id)
             posted += len(ledger.expire_due(session, member, now))
-        session.commit()
+            session.commit()  # one member at a time: a till waits for no more than that

@@ -128,7 +128,7 @@ def members_due_for_review(session: Session, now: datetime, retention_days: int,
 
 def review_all(session: Session, *, now: datetime, retention_days: int, qualifying_days: int,
                batch: int = 500) -> int:
-    """Run the review over every member due for it, committing in batches. Returns the number moved down."""
+    """Run the review over every member due for it. Returns the number moved down."""
     from .ledger import lock_member
 
     moved, after_id = 0, 0
@@ -142,5 +142,5 @@ def review_all(session: Session, *, now: datetime, retention_days: int, qualifyi
             if review(session, member, levels, now=now, retention_days=retention_days,
                       qualifying_days=qualifying_days):
                 moved += 1
-        session.commit()
+            session.commit()  # one member at a time: a till waits for no more than that
         after_id = ids[-1]
