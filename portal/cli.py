@@ -76,7 +76,11 @@ def register_commands(app: Flask) -> None:
         """--now for replaying a missed day; defaults to the current time."""
         if not value:
             return datetime.now(timezone.utc)
-        parsed = datetime.fromisoformat(value)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-03-11T00:05+08:00",
+                                     param_hint="--now") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
     now_option = click.option("--now", "now_text", default=None, metavar="ISO-8601",

@@ -61,8 +61,8 @@ def shortfall(balance_after_restore: int, points_reversed: int, refund_fen: int,
     if not short or rules.shortfall_policy != "deduct":
         return Shortfall(short, 0, 0)
     deducted = min(rules.points_value_fen(short), refund_fen)
-    covered = short if deducted == rules.points_value_fen(short) else rules.points_for_value(deducted)
-    return Shortfall(short, deducted, covered)
+    # Only what the deduction paid for is covered; the rest (even a fraction of a fen) stays owing.
+    return Shortfall(short, deducted, min(short, rules.points_for_value(deducted)))
 
 
 def validate_amount(purchase: Purchase, returned_gross_fen: int) -> None:

@@ -7,6 +7,7 @@ effect from the next transaction on.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields, replace
 
 from sqlalchemy import select
@@ -70,10 +71,9 @@ def parse_rule(name: str, text: str):
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(sorted(RULE_NAMES))}")
     default = getattr(DEFAULT_RULES, name)
     if isinstance(default, int):
-        try:
-            value = int(text)
-        except ValueError:
-            raise RuleError(f"{name} must be a whole number") from None
+        if not re.fullmatch(r"-?[0-9]+", text.strip()):
+            raise RuleError(f"{name} must be a whole number")
+        value = int(text)
         low, high = BOUNDS[name]
         if not low <= value <= high:
             raise RuleError(f"{name} must be between {low} and {high}")
