@@ -441,12 +441,12 @@ def test_purchase_cap_follows_the_rules():
     [
         (1, 5000, "at least 100 points"),
         (99, 5000, "at least 100 points"),
-        (2050, 2049, "only 2049 points"),
+        (2050, 2049, "only 2,049 points"),
         (100, 99, "only 99 points"),
         (100, 0, "only 0 points"),
         (100, -354, "only 0 points"),  # a negative balance (shortfall policy) shows as 0
-        (36_945, 40_000, "At most 36944 points"),
-        (40_000, 40_000, "At most 36944 points"),
+        (36_945, 40_000, "At most 36,944 points"),
+        (40_000, 40_000, "At most 36,944 points"),
         (-1, 5000, "cannot be negative"),
         (-100, 5000, "cannot be negative"),
     ],
@@ -516,7 +516,7 @@ def test_redeem_cap_percent_boundary():
     assert receipt.paid_fen == 36_944 - 18_472
     error = checkout_error("gold", 38_888, points=18_473, balance=40_000, rules=rules)
     assert error.field == "points"
-    assert "At most 18472 points" in str(error.message)
+    assert "At most 18,472 points" in str(error.message)
 
 
 def test_redeem_minimum_follows_the_rules():
