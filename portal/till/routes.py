@@ -26,6 +26,16 @@ def _panel(name: str, status: int = 200, **context):
     return render_page(TEMPLATE, "panel", status=status, q="", lookup=None, panel=name, **context)
 
 
+def _written(target: str, panel: str, context):
+    """After a write: htmx gets the result in the panel with its URL pushed (so a refresh shows it
+    again instead of posting again); a plain form gets a redirect to the same URL."""
+    if is_htmx():
+        response = _panel(panel, **context())
+        response.headers["HX-Push-Url"] = target
+        return response
+    return redirect(target, code=303)
+
+
 def _show_error(form, error) -> None:
     """Put a service's refusal beside the field it names, or above the form."""
     field = getattr(form, error.field, None) if error.field else None
@@ -149,12 +159,8 @@ def register_member():
                 "code": registration.activation_code,
                 "minutes": rules().activation_minutes,
             }
-            target = url_for("till.show_member", card_number=member.card_number)
-            if is_htmx():
-                response = _panel("member", **_member_context(member))
-                response.headers["HX-Push-Url"] = target
-                return response
-            return redirect(target, code=303)
+            return _written(url_for("till.show_member", card_number=member.card_number), "member",
+                            lambda: _member_context(member))
     return _panel("register", 422, register_form=form, rules=rules())
 
 
@@ -191,12 +197,8 @@ def record_purchase(card_number: str):
             _show_error(form, error)
         else:
             db.session.commit()
-            target = url_for("till.show_receipt", purchase_id=result.purchase.id)
-            if is_htmx():
-                response = _panel("receipt", **_receipt_context(result.purchase))
-                response.headers["HX-Push-Url"] = target
-                return response
-            return redirect(target, code=303)
+            return _written(url_for("till.show_receipt", purchase_id=result.purchase.id), "receipt",
+                            lambda: _receipt_context(result.purchase))
     db.session.rollback()
     member = _member_or_404(card_number)
     return _panel("member", 422, **_member_context(member, form))
@@ -290,12 +292,8 @@ def record_return(purchase_id: int):
             _show_error(form, error)
         else:
             db.session.commit()
-            target = url_for("till.show_return", return_id=result.ret.id)
-            if is_htmx():
-                response = _panel("return_receipt", **_return_receipt_context(result.ret))
-                response.headers["HX-Push-Url"] = target
-                return response
-            return redirect(target, code=303)
+            return _written(url_for("till.show_return", return_id=result.ret.id), "return_receipt",
+                            lambda: _return_receipt_context(result.ret))
     db.session.rollback()
     purchase = _purchase_or_404(purchase_id)
     return _panel("return_form", 422, **_return_form_context(purchase, form))
@@ -341,13 +339,8 @@ def adjust_points(card_number: str):
             _show_error(form, error)
         else:
             db.session.commit()
-            target = url_for("till.show_member", card_number=card_number)
-            if is_htmx():
-                member = _member_or_404(card_number)
-                response = _panel("member", **_member_context(member, adjusted=entry))
-                response.headers["HX-Push-Url"] = target
-                return response
-            return redirect(target, code=303)
+            return _written(url_for("till.show_member", card_number=card_number), "member",
+                            lambda: _member_context(_member_or_404(card_number), adjusted=entry))
     db.session.rollback()
     member = _member_or_404(card_number)
     return _panel("member", 422, **_member_context(member, adjust_form=form))
