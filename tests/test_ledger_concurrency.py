@@ -20,7 +20,7 @@ import pytest
 from flask_babel import force_locale
 from sqlalchemy import func, select
 
-from portal import checkout, ledger, returns
+from portal import checkout, ledger, points, returns, tiers
 from portal.checkout import CheckoutError
 from portal.database import declare_write_intent
 from portal.extensions import db
@@ -335,8 +335,6 @@ def test_return_failing_at_the_reversal_writes_nothing(app, cashier_client, monk
 # --- (e) a daily job and a till lock the same two members ------------------------------------------------
 
 def run_job(name: str, now) -> None:
-    from portal import points, tiers
-
     rules = load_rules(db.session)
     if name == "expire":
         points.expire_all(db.session, now=now)
@@ -348,25 +346,21 @@ def run_job(name: str, now) -> None:
 
 
 @pytest.mark.parametrize("job_name", ["expire", "review", "birthday"])
-def test_a_daily_job_and_a_referred_members_first_purchase_do_not_deadlock(app, job_name):
+def test_a_daily_job_and_a_referred_members_first_purchase_do_not_deadlock(app, monkeypatch, job_name):
     """The daily jobs lock members in id order; a referred member's first purchase locks the member, then the
     referrer (a lower id) for the referral bonus. Were a job to hold the referrer while waiting for the
     member, PostgreSQL would abort one of them as a deadlock: both must go through. (SQLite's single write
     lock serialises them.) The job is held, with the referrer locked, until the till has locked the member.
     """
-    from portal import points
-
     earned_at = FIXED_NOW
     job_time = earned_at + timedelta(days=800)  # past every lot's 730 days, every tier's 12 months
     with app.app_context():
         manager = factories.staff(role="manager")
-        people = []
-        for referrer in (None, "previous"):
-            m = factories.member(now=earned_at, referrer=people[-1] if referrer else None,
-                                 tier="silver" if job_name == "review" else None)
-            m.birthday = job_time.date().replace(year=1990, day=10)
-            people.append(m)
-        referrer, newcomer = people
+        held_tier = "silver" if job_name == "review" else None  # for the review to move down
+        referrer = factories.member(now=earned_at, tier=held_tier)
+        newcomer = factories.member(now=earned_at, tier=held_tier, referrer=referrer)
+        for m in (referrer, newcomer):
+            m.birthday = job_time.date().replace(year=1990, day=10)  # for the birthday bonus
         buy(referrer.id, 10_000, now=earned_at)  # 100 points
         points.adjust(db.session, member_id=newcomer.id, staff=manager, store=factories.store(), points=50,
                       reason="welcome", rules=load_rules(db.session), now=earned_at)
@@ -406,16 +400,14 @@ def test_a_daily_job_and_a_referred_members_first_purchase_do_not_deadlock(app, 
         referrer_locked.wait(timeout=10)
         buy(newcomer_id, 10_000, now=job_time)
 
-    ledger.lock_member = lock_member_and_meet
-    try:
-        threads = [threading.Thread(target=work, args=(lambda: run_job(job_name, job_time),), name="job"),
-                   threading.Thread(target=work, args=(till,), name="till")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-    finally:
-        ledger.lock_member = lock_member
+    monkeypatch.setattr(ledger, "lock_member", lock_member_and_meet)
+    threads = [threading.Thread(target=work, args=(lambda: run_job(job_name, job_time),), name="job"),
+               threading.Thread(target=work, args=(till,), name="till")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    monkeypatch.undo()
     assert not any(thread.is_alive() for thread in threads), "the job or the till hung"
     assert errors == [], f"aborted: {errors!r}"
 
