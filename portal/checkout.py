@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import ledger, tiers
-from .models import LedgerKind, Member, Purchase, Staff, Store, TierChange
+from .models import LedgerKind, Purchase, Staff, Store, TierChange
 from .money import round_half_up_div
 from .rules import Rules
 
