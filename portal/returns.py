@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from . import ledger, tiers
 from .checkout import CheckoutError
 from .models import LedgerEntry, LedgerKind, LotUse, Member, Purchase, Return, Staff, Store, TierChange
-from .money import round_half_up_div
+from .money import format_yuan, round_half_up_div
 from .rules import Rules
 
 ReturnError = CheckoutError  # same shape: a field and a message shown beside it
@@ -66,8 +66,6 @@ def shortfall(balance_after_restore: int, points_reversed: int, refund_fen: int,
 
 
 def validate_amount(purchase: Purchase, returned_gross_fen: int) -> None:
-    from .money import format_yuan
-
     if purchase.returnable_fen <= 0:
         raise ReturnError(None, _l("Everything on this purchase has already been returned."))
     if returned_gross_fen <= 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import audit
 from .models import Setting
 
 
@@ -88,8 +89,6 @@ def parse_rule(name: str, text: str):
 
 def set_rule(session: Session, name: str, text: str, *, staff, now) -> tuple:
     """Change one rule from the next transaction on, with the before and after in the audit log."""
-    from . import audit
-
     value = parse_rule(name, text)
     before = getattr(load_rules(session), name)
     setting = session.get(Setting, name)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .ledger import lock_member
 from .models import Member, Purchase, Tier, TierChange
 
 
@@ -129,8 +130,6 @@ def members_due_for_review(session: Session, now: datetime, retention_days: int,
 def review_all(session: Session, *, now: datetime, retention_days: int, qualifying_days: int,
                batch: int = 500) -> int:
     """Run the review over every member due for it. Returns the number moved down."""
-    from .ledger import lock_member
-
     moved, after_id = 0, 0
     levels = all_tiers(session)
     while True:
