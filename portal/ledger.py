@@ -138,6 +138,16 @@ def available(session: Session, member: Member, now: datetime) -> int:
     return member.points_balance - expired
 
 
+def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:
+    """Points that will expire within the next `days` unless spent."""
+    return session.scalar(
+        select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
+            PointLot.member_id == member_id, PointLot.remaining > 0,
+            PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),
+        )
+    )
+
+
 def expire_due(session: Session, member: Member, now: datetime) -> list[LedgerEntry]:
     """Post an `expire` entry for what is left of each lot whose expiry has passed. Idempotent."""
     due = session.scalars(

@@ -433,3 +433,16 @@ def test_control_characters_are_dropped_from_names(app, cashier_client):
     assert response.status_code == 200
     with app.app_context():
         assert db.session.scalar(select(Member.name).where(Member.phone == "+8613600001111")) == "韩梅梅"
+
+
+def test_member_panel_shows_points_expiring_within_30_days(app, cashier_client, member):
+    from datetime import datetime, timedelta, timezone
+
+    with app.app_context():
+        m = db.session.get(Member, member["id"])
+        factories.purchase(m, 12_300, now=datetime.now(timezone.utc) - timedelta(days=710))
+        factories.purchase(m, 4_500)
+        db.session.commit()
+    page = text_of(cashier_client.get(f"/till/members/{member['card']}"))
+    assert re.search(r'id="balance">168<', page)
+    assert re.search(r'id="expiring">123<', page)

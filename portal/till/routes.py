@@ -4,16 +4,14 @@ from __future__ import annotations
 from flask import abort, current_app, redirect, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from datetime import timedelta
-
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .. import checkout, ledger, members, points, returns, tiers
 from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
-from ..models import LedgerEntry, Member, PointLot, Purchase, Return, TierChange
+from ..models import LedgerEntry, Member, Purchase, Return, TierChange
 from ..web import current_store, is_htmx, now, render_page, rules
 from . import bp
 from .forms import AdjustForm, CheckoutForm, RegisterForm, ReturnForm
@@ -66,12 +64,7 @@ def _member_context(member: Member, form: CheckoutForm | None = None, typed_phon
     tier_history = db.session.scalars(
         select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id.desc()).limit(5)
     ).all()
-    expiring = db.session.scalar(
-        select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
-            PointLot.member_id == member.id, PointLot.remaining > 0,
-            PointLot.expires_at > moment, PointLot.expires_at <= moment + timedelta(days=30),
-        )
-    )
+    expiring = ledger.expiring(db.session, member.id, moment, days=30)
     usable = ledger.available(db.session, member, moment)
     registered = session.pop("registered", None)
     if registered and registered.get("card") != member.card_number:
