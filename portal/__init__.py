@@ -16,7 +16,7 @@ from . import sessions as auth_sessions
 from .access import enforce_access, verify_declarations
 from .config import Config, instance_secret_key
 from .database import configure_engine
-from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .extensions import api_rate_key, babel, csrf, db, limiter, login_manager, migrate
 from .money import format_yuan
 from .phones import display_phone, mask_phone
 
@@ -32,6 +32,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     )
     app.config.from_object(config_class)
     app.config.update(overrides or {})
+    app.json.sort_keys = False  # JSON answers keep the field order of their documented shapes
     _configure_secrets_and_database(app)
 
     db.init_app(app)
@@ -43,13 +44,19 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     with app.app_context():
         configure_engine(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
+    from .api import bp as api_bp
     from .auth import bp as auth_bp
     from .main import bp as main_bp
+    from .manage import bp as manage_bp
     from .till import bp as till_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(till_bp, url_prefix="/till")
+    app.register_blueprint(manage_bp, url_prefix="/manage")
+    csrf.exempt(api_bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
+    limiter.limit(lambda: app.config["API_RATE_LIMIT"], key_func=api_rate_key)(api_bp)
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
 
     app.before_request(_check_idle_timeout)
     app.before_request(enforce_access)
@@ -94,7 +101,7 @@ def _configure_login(app: Flask) -> None:
 
 def _check_idle_timeout():
     """A login idle longer than SESSION_IDLE_TIMEOUT ends; the clock is kept in the signed cookie."""
-    if request.endpoint == "static" or not current_user.is_authenticated:
+    if request.endpoint == "static" or request.path.startswith("/api/") or not current_user.is_authenticated:
         return None
     now = int(datetime.now(timezone.utc).timestamp())
     idle: timedelta = current_app.config["SESSION_IDLE_TIMEOUT"]
@@ -134,7 +141,9 @@ def _security_headers(response):
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_user and current_user.is_authenticated and request.endpoint != "static":
+    if request.path.startswith("/api/") and request.endpoint != "api.openapi":
+        response.headers["Cache-Control"] = "no-store"
+    elif current_user and current_user.is_authenticated and request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -148,7 +157,14 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if request.path.startswith("/api/"):
-            return {"error": {"code": error.name.lower().replace(" ", "_"), "message": error.description,
+            api_messages = {
+                404: _("There is no such address in the API."),
+                405: _("This method is not allowed here."),
+                413: _("What was sent is too large."),
+                429: _("Too many requests from this register. Slow down and try again in a minute."),
+            }
+            message = api_messages.get(error.code, error.description)
+            return {"error": {"code": error.name.lower().replace(" ", "_"), "message": message,
                               "field": None}}, error.code
         messages = {
             403: _("You do not have access to this page."),
@@ -163,6 +179,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(500)
     def server_error(error):
         db.session.rollback()
+        if request.path.startswith("/api/"):
+            return {"error": {"code": "server_error", "field": None,
+                              "message": _("Something went wrong. Nothing was saved.")}}, 500
         return render_template("error.html", code=500, message=_("Something went wrong. Nothing was saved.")), 500
 
 

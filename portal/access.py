@@ -1,16 +1,22 @@
 """Who may use each route. Every view declares it; the app refuses to start if one does not.
 
 Levels: public (anyone), member (a signed-in member, only their own data),
-cashier / manager / admin (staff of at least that role).
+cashier / manager / admin (staff of at least that role), register (a cash register's
+bearer token on the JSON API; session cookies count for nothing there).
 """
 from __future__ import annotations
 
-from flask import Flask, abort, current_app, jsonify, redirect, request, url_for
+from datetime import datetime, timezone
+
+from flask import Flask, abort, current_app, g, jsonify, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
+from . import api_tokens
+from .extensions import db
 from .models import ROLE_RANK, Member, Staff
 
-LEVELS = ("public", "member", "cashier", "manager", "admin")
+LEVELS = ("public", "member", "cashier", "manager", "admin", "register")
 
 
 def access(level: str):
@@ -32,6 +38,8 @@ def allowed(user, level: str) -> bool:
         return False
     if level == "member":
         return isinstance(user, Member)
+    if level == "register":
+        return False  # a register is a token, never a signed-in person
     return isinstance(user, Staff) and ROLE_RANK.get(user.role, 0) >= ROLE_RANK[level]
 
 
@@ -49,6 +57,8 @@ def enforce_access():
     level = _view_level(request.endpoint)
     if level is None:
         abort(403)
+    if level == "register":
+        return _authenticate_register()
     if allowed(current_user, level):
         return None
     if not current_user.is_authenticated:
@@ -60,6 +70,28 @@ def enforce_access():
             return response
         return redirect(url_for("auth.login", next=request.full_path))
     abort(403)
+
+
+def bearer_token() -> str | None:
+    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _authenticate_register():
+    """The API answers only a valid, unrevoked register token; the store it belongs to is where calls count."""
+    token = api_tokens.authenticate(db.session, bearer_token())
+    if token is None:
+        response = jsonify(error={"code": "unauthorised", "field": None,
+                                  "message": _("Send a valid register token: Authorization: Bearer <token>.")})
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    g.api_token = token
+    if request.method == "POST":  # POSTs hold the write lock anyway; GETs stay read-only
+        moment = datetime.now(timezone.utc)
+        if api_tokens.needs_touch(token, moment):
+            token.last_used_at = moment
+    return None
 
 
 def verify_declarations(app: Flask) -> None:

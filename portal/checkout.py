@@ -21,12 +21,14 @@ from .rules import Rules
 
 
 class CheckoutError(ValueError):
-    """A checkout that cannot be recorded; `field` names the form field the message belongs beside."""
+    """A checkout that cannot be recorded; `field` names the form field the message belongs beside,
+    and `code` is a stable name for the refusal that the API reports."""
 
-    def __init__(self, field: str | None, message):
+    def __init__(self, field: str | None, message, code: str = "invalid_value"):
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,19 @@ def quote(
 ) -> Quote:
     """Work out every figure of the receipt, or raise CheckoutError beside the field at fault."""
     if gross_fen <= 0:
-        raise CheckoutError("gross", _l("The amount must be more than zero."))
+        raise CheckoutError("gross", _l("The amount must be more than zero."), "invalid_amount")
     if gross_fen > rules.purchase_cap_fen:
-        raise CheckoutError("gross", _l("The amount is more than the limit for one purchase."))
+        raise CheckoutError("gross", _l("The amount is more than the limit for one purchase."),
+                            "amount_over_limit")
     discount = member_discount(gross_fen, discount_bp)
     due = gross_fen - discount
     if points_to_redeem < 0:
-        raise CheckoutError("points", _l("Points cannot be negative."))
+        raise CheckoutError("points", _l("Points cannot be negative."), "invalid_points")
     if points_to_redeem:
         if points_to_redeem > balance:
             raise CheckoutError(
-                "points", _l("The member has only %(balance)s points.", balance=f"{max(balance, 0):,}")
+                "points", _l("The member has only %(balance)s points.", balance=f"{max(balance, 0):,}"),
+                "insufficient_points",
             )
         most = max_redeemable(due, balance, rules)
         if most < rules.redeem_minimum:
@@ -88,15 +92,18 @@ def quote(
                 "points",
                 _l("This purchase is too small to pay with points (at least %(minimum)s points at a time).",
                    minimum=rules.redeem_minimum),
+                "purchase_too_small_for_points",
             )
         if points_to_redeem < rules.redeem_minimum:
             raise CheckoutError(
-                "points", _l("Redeem at least %(minimum)s points at a time.", minimum=rules.redeem_minimum)
+                "points", _l("Redeem at least %(minimum)s points at a time.", minimum=rules.redeem_minimum),
+                "below_redeem_minimum",
             )
         if points_to_redeem > most:
             raise CheckoutError(
                 "points",
                 _l("At most %(points)s points can pay for this purchase.", points=f"{most:,}"),
+                "over_redeem_limit",
             )
     redeemed_value = rules.points_value_fen(points_to_redeem)
     paid = due - redeemed_value
@@ -129,7 +136,8 @@ def find_by_key(session: Session, key: str) -> Purchase | None:
 def _replay(session: Session, key: str, member_id: int) -> CheckoutResult:
     purchase = find_by_key(session, key)
     if purchase.member_id != member_id:
-        raise CheckoutError(None, _l("This form was already used for another member. Start a new sale."))
+        raise CheckoutError(None, _l("This form was already used for another member. Start a new sale."),
+                            "idempotency_key_reused")
     change = session.scalars(select(TierChange).where(TierChange.purchase_id == purchase.id)).first()
     return CheckoutResult(purchase, change, replayed=True)
 
@@ -146,15 +154,17 @@ def record_purchase(
     receipt_number: str | None,
     rules: Rules,
     now: datetime,
+    api_token_id: int | None = None,
 ) -> CheckoutResult:
     """Record one purchase with its ledger entries and tier change, once per idempotency key.
 
     Runs inside the caller's transaction; the caller commits. A key seen before returns the
     purchase it recorded (a double-click, a retry), whatever the rest of the form says.
+    `staff` is the cashier at the till, or None with `api_token_id` for a cash register.
     """
     member = ledger.lock_member(session, member_id)
     if member is None or member.deleted_at is not None:
-        raise CheckoutError(None, _l("No such member."))
+        raise CheckoutError(None, _l("No such member."), "member_not_found")
     if find_by_key(session, idempotency_key):
         return _replay(session, idempotency_key, member_id)
     ledger.expire_due(session, member, now)
@@ -173,6 +183,7 @@ def record_purchase(
         member_id=member.id,
         store_id=store.id,
         staff_id=staff.id if staff else None,
+        api_token_id=api_token_id,
         receipt_number=receipt_number or None,
         tier_id=member.tier_id,
         gross_fen=figures.gross_fen,

@@ -1,4 +1,4 @@
-"""flask commands: create-admin, demo, expire-points, review-tiers, birthday-bonus, set-rule."""
+"""flask commands: create-admin, create-api-token, demo, expire-points, review-tiers, birthday-bonus, set-rule."""
 from __future__ import annotations
 
 import secrets
@@ -9,13 +9,14 @@ import click
 from flask import Flask
 from sqlalchemy import func, select
 
+from . import api_tokens
 from . import points as points_service
 from . import rules as rules_service
 from . import staff as staff_service
 from . import tiers
 from .database import declare_write_intent
 from .extensions import db
-from .models import Member, Staff
+from .models import Member, Staff, Store
 from .rules import load_rules
 
 
@@ -43,6 +44,31 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException(str(error)) from None
         db.session.commit()
         click.echo(f"Administrator {admin.username!r} created for store {store.code} ({store.name}).")
+
+    @app.cli.command("create-api-token")
+    @click.option("--name", required=True, help="The register's name, such as 'Till 2'.")
+    @click.option("--store", "store_code", default=None, help="Store code (defaults to the first store).")
+    def create_api_token(name: str, store_code: str | None):
+        """Create a cash register's API token; the token alone is printed on the last line."""
+        declare_write_intent()
+        query = select(Store).order_by(Store.id).limit(1)
+        if store_code:
+            query = select(Store).where(Store.code == store_code)
+        store = db.session.scalars(query).one_or_none()
+        if store is None:
+            raise click.ClickException(
+                f"No store with code {store_code!r}." if store_code else "There is no store yet: run create-admin."
+            )
+        try:
+            row, token = api_tokens.create_token(db.session, name=name, store=store, staff=None,
+                                                 now=datetime.now(timezone.utc))
+        except api_tokens.TokenError as error:
+            db.session.rollback()
+            raise click.ClickException(str(error.message)) from None
+        db.session.commit()
+        click.echo(f"Token {row.id} for register {row.name!r} at store {store.code} ({store.name}).")
+        click.echo("It is shown only now; the portal keeps only its SHA-256.")
+        click.echo(token)
 
     @app.cli.command("demo")
     @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has members or staff.")

@@ -67,6 +67,7 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")
     LOGIN_ACCOUNT_RATE_LIMIT = os.environ.get("LOGIN_ACCOUNT_RATE_LIMIT", "5 per minute")
+    API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "300 per minute")  # per register token
 
     HTMX_CDN_URL = os.environ.get("HTMX_CDN_URL", "")
 

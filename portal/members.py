@@ -129,6 +129,7 @@ def register_member(
     rules: Rules,
     secret_key: str,
     now: datetime,
+    api_token_id: int | None = None,
 ) -> Registration:
     """Create a member in the lowest tier with a new card number and a one-time activation code.
 
@@ -155,6 +156,7 @@ def register_member(
         referrer_id=referrer.id if referrer else None,
         store_id=store.id,
         registered_by_id=staff.id if staff else None,
+        api_token_id=api_token_id,
         created_at=now,
     )
     for _attempt in range(5):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -157,6 +158,7 @@ class Member(LoginMixin, db.Model):
     last_birthday_bonus_year: Mapped[int | None] = mapped_column(Integer)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the member registered
     registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))  # registered by a register
     password_hash: Mapped[str | None] = mapped_column(String(255))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locale: Mapped[str | None] = mapped_column(String(8))
@@ -195,6 +197,7 @@ class Purchase(db.Model):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))  # recorded by a register
     receipt_number: Mapped[str | None] = mapped_column(String(64), index=True)
     tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"))  # tier held when the purchase started
     gross_fen: Mapped[int] = mapped_column(BigInteger)
@@ -246,6 +249,7 @@ class Return(db.Model):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))  # recorded by a register
     returned_gross_fen: Mapped[int] = mapped_column(BigInteger)
     refund_fen: Mapped[int] = mapped_column(BigInteger)  # the proportional refund, before any shortfall
     points_restored: Mapped[int] = mapped_column(BigInteger)
@@ -383,6 +387,113 @@ class AuthSession(db.Model):
     user_agent: Mapped[str | None] = mapped_column(String(255))
 
 
+class ApiToken(db.Model):
+    """A cash register's bearer token. Only its SHA-256 is kept; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    creation_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # the form that created it
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+
+    store: Mapped[Store] = relationship()
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiRequest(db.Model):
+    """A register's POST and the answer it got, so a retry with the same Idempotency-Key gets the same answer."""
+
+    __tablename__ = "api_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of method, path and body
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(255))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("token_id", "idempotency_key", name="uq_api_requests_token_key"),)
+
+
+COMPLAINT_CATEGORIES = (
+    "product_quality", "service_attitude", "price_billing", "returns_refunds", "store_environment",
+    "points_membership", "other",
+)
+COMPLAINT_SEVERITIES = ("low", "normal", "high")
+COMPLAINT_STATUSES = ("open", "acknowledged", "resolved", "closed")
+COMPLAINT_CHANNELS = ("counter", "phone", "member", "register", "survey")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
+class Complaint(db.Model):
+    """A complaint, from the counter, the phone, the member's portal or a cash register."""
+
+    __tablename__ = "complaints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), index=True)
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"))
+    category: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    channel: Mapped[str] = mapped_column(String(16))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))  # who logged it
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
+    assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    member: Mapped[Member | None] = relationship()
+    store: Mapped[Store] = relationship()
+    purchase: Mapped[Purchase | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint(_in("category", COMPLAINT_CATEGORIES), name="category"),
+        CheckConstraint(_in("severity", COMPLAINT_SEVERITIES), name="severity"),
+        CheckConstraint(_in("status", COMPLAINT_STATUSES), name="status"),
+        CheckConstraint(_in("channel", COMPLAINT_CHANNELS), name="channel"),
+        CheckConstraint("rating IS NULL OR (rating >= 1 AND rating <= 5)", name="rating"),
+    )
+
+
+class ComplaintEvent(db.Model):
+    """One step on a complaint's timeline: who, when, and what (opened, a reply, a note, resolved...)."""
+
+    __tablename__ = "complaint_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str | None] = mapped_column(Text)
+    visible_to_member: Mapped[bool] = mapped_column(Boolean, default=False)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class AuditLog(db.Model):
     __tablename__ = "audit_log"
 
@@ -398,7 +509,7 @@ class AuditLog(db.Model):
 
 
 __all__ = [
-    "ActivationCode", "AuditLog", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
+    "ActivationCode", "ApiRequest", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
 ]

@@ -67,13 +67,14 @@ def shortfall(balance_after_restore: int, points_reversed: int, refund_fen: int,
 
 def validate_amount(purchase: Purchase, returned_gross_fen: int) -> None:
     if purchase.returnable_fen <= 0:
-        raise ReturnError(None, _l("Everything on this purchase has already been returned."))
+        raise ReturnError(None, _l("Everything on this purchase has already been returned."), "exceeds_returnable")
     if returned_gross_fen <= 0:
-        raise ReturnError("amount", _l("The amount must be more than zero."))
+        raise ReturnError("amount", _l("The amount must be more than zero."), "invalid_amount")
     if returned_gross_fen > purchase.returnable_fen:
         raise ReturnError(
             "amount", _l("At most %(amount)s of this purchase can still be returned.",
-                         amount=format_yuan(purchase.returnable_fen))
+                         amount=format_yuan(purchase.returnable_fen)),
+            "exceeds_returnable",
         )
 
 
@@ -91,7 +92,8 @@ def find_by_key(session: Session, key: str) -> Return | None:
 def _replay(session: Session, key: str, purchase_id: int) -> ReturnResult:
     ret = find_by_key(session, key)
     if ret.purchase_id != purchase_id:
-        raise ReturnError(None, _l("This form was already used for another purchase. Start again."))
+        raise ReturnError(None, _l("This form was already used for another purchase. Start again."),
+                          "idempotency_key_reused")
     change = session.scalars(select(TierChange).where(TierChange.return_id == ret.id)).first()
     return ReturnResult(ret, change, replayed=True)
 
@@ -128,17 +130,22 @@ def _restore(session: Session, member: Member, purchase: Purchase, points: int, 
 
 
 def record_return(
-    session: Session, *, purchase_id: int, store: Store, staff: Staff | None, returned_gross_fen: int,
-    idempotency_key: str, rules: Rules, now: datetime,
+    session: Session, *, purchase_id: int, store: Store, staff: Staff | None, returned_gross_fen: int | None,
+    idempotency_key: str, rules: Rules, now: datetime, api_token_id: int | None = None,
 ) -> ReturnResult:
-    """Record one return, once per idempotency key, in the caller's transaction."""
+    """Record one return, once per idempotency key, in the caller's transaction.
+
+    Everything left on the purchase can be returned at once by passing `returned_gross_fen=None`.
+    """
     found = session.get(Purchase, purchase_id)
     if found is None:
-        raise ReturnError(None, _l("No such purchase."))
+        raise ReturnError(None, _l("No such purchase."), "purchase_not_found")
     member = ledger.lock_member(session, found.member_id)  # member first, then purchase: the checkout's order
     purchase = lock_purchase(session, purchase_id)
     if find_by_key(session, idempotency_key):
         return _replay(session, idempotency_key, purchase_id)
+    if returned_gross_fen is None:
+        returned_gross_fen = purchase.returnable_fen
     validate_amount(purchase, returned_gross_fen)
     ledger.expire_due(session, member, now)
 
@@ -147,7 +154,7 @@ def record_return(
                       figures.refund_fen, rules)
     ret = Return(
         idempotency_key=idempotency_key, purchase_id=purchase.id, member_id=member.id, store_id=store.id,
-        staff_id=staff.id if staff else None, returned_gross_fen=returned_gross_fen,
+        staff_id=staff.id if staff else None, api_token_id=api_token_id, returned_gross_fen=returned_gross_fen,
         refund_fen=figures.refund_fen, points_restored=figures.points_restored,
         points_reversed=figures.points_reversed, shortfall_points=short.points,
         shortfall_deducted_fen=short.deducted_fen, cash_refund_fen=figures.refund_fen - short.deducted_fen,
