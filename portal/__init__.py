@@ -11,16 +11,18 @@ from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from . import sessions as auth_sessions
 from .access import enforce_access, verify_declarations
 from .config import Config, instance_secret_key
 from .database import configure_engine
-from .extensions import api_rate_key, babel, csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .money import format_yuan
 from .phones import display_phone, mask_phone
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_ROW_ID = 2**31 - 1
 
 
 def create_app(config_class: type = Config, overrides: dict | None = None) -> Flask:
@@ -33,6 +35,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     app.config.from_object(config_class)
     app.config.update(overrides or {})
     app.json.sort_keys = False  # JSON answers keep the field order of their documented shapes
+    app.url_map.converters["id"] = RowIdConverter
     _configure_secrets_and_database(app)
 
     db.init_app(app)
@@ -55,7 +58,6 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     app.register_blueprint(till_bp, url_prefix="/till")
     app.register_blueprint(manage_bp, url_prefix="/manage")
     csrf.exempt(api_bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
-    limiter.limit(lambda: app.config["API_RATE_LIMIT"], key_func=api_rate_key)(api_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
 
     app.before_request(_check_idle_timeout)
@@ -69,6 +71,14 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     register_commands(app)
     verify_declarations(app)
     return app
+
+
+class RowIdConverter(IntegerConverter):
+    """<id:name> in a URL: a row id, 1 up to the largest 32-bit integer; anything else is a 404, never a
+    number too large for the database."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=MAX_ROW_ID)
 
 
 def _configure_secrets_and_database(app: Flask) -> None:

@@ -39,9 +39,9 @@ def lock_member(session: Session, member_id: int) -> Member | None:
 
 
 def ledger_sum(session: Session, member_id: int) -> int:
-    return session.scalar(
+    return int(session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.member_id == member_id)
-    )
+    ))
 
 
 def _append(session: Session, member: Member, kind: LedgerKind, points: int, reason: str, *, at: datetime,
@@ -135,17 +135,17 @@ def available(session: Session, member: Member, now: datetime) -> int:
         select(func.coalesce(func.sum(PointLot.remaining), 0))
         .where(PointLot.member_id == member.id, PointLot.remaining > 0, PointLot.expires_at <= now)
     )
-    return member.points_balance - expired
+    return member.points_balance - int(expired)
 
 
 def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:
     """Points that will expire within the next `days` unless spent."""
-    return session.scalar(
+    return int(session.scalar(
         select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
             PointLot.member_id == member_id, PointLot.remaining > 0,
             PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),
         )
-    )
+    ))
 
 
 def expire_due(session: Session, member: Member, now: datetime) -> list[LedgerEntry]:

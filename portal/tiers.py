@@ -19,11 +19,11 @@ def all_tiers(session: Session) -> list[Tier]:
 def qualifying_spend(session: Session, member_id: int, now: datetime, days: int = 365) -> int:
     """Cash paid in the trailing `days`, net of refunds, in fen. Points-paid amounts do not count."""
     since = now - timedelta(days=days)
-    return session.scalar(
+    return int(session.scalar(
         select(func.coalesce(func.sum(Purchase.paid_fen - Purchase.refunded_fen), 0)).where(
             Purchase.member_id == member_id, Purchase.created_at > since
         )
-    )
+    ))
 
 
 def tier_for_spend(tiers: list[Tier], spend_fen: int) -> Tier:

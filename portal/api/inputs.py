@@ -56,7 +56,8 @@ def boolean(data: dict, name: str, *, required: bool = False) -> bool | None:
     return value
 
 
-def integer(data: dict, name: str, *, minimum: int = 0, required: bool = False) -> int | None:
+def integer(data: dict, name: str, *, minimum: int = 0, maximum: int = 2**31 - 1,
+            required: bool = False) -> int | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -66,6 +67,8 @@ def integer(data: dict, name: str, *, minimum: int = 0, required: bool = False) 
         raise _wrong_type(name, _("a whole number"))
     if value < minimum:
         raise ApiError(422, "invalid_value", _("This must be at least %(minimum)s.", minimum=minimum), name)
+    if value > maximum:
+        raise ApiError(422, "invalid_value", _("This must be at most %(maximum)s.", maximum=maximum), name)
     return value
 
 

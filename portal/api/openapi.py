@@ -47,9 +47,10 @@ AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["12
           "description": "Yuan as a decimal string with two places."}
 AMOUNT_IN = {"type": "string", "minLength": 1, "maxLength": 32, "examples": ["123.45"],
              "description": "Yuan: `12`, `12.5`, `12.50`, `¥12.50`, full-width digits; more than zero."}
-CARD = {"type": "string", "pattern": "^[0-9]{10}$", "examples": ["1000000009"],
+CARD = {"type": "string", "pattern": "^[0-9]{10}$", "examples": ["1000000008"],
         "description": "10 digits, the last a Luhn check digit."}
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601 with the store's offset."}
+ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}
 
 SCHEMAS = {
@@ -148,7 +149,7 @@ SCHEMAS = {
             "card_number": CARD,
             "gross_amount": {**AMOUNT_IN, "description": "Shelf price, before the member discount. " +
                              AMOUNT_IN["description"]},
-            "redeem_points": {"type": "integer", "minimum": 0, "description": "Points to pay with."},
+            "redeem_points": {"type": "integer", "minimum": 0, "maximum": 10**12, "description": "Points to pay with."},
             "receipt_no": {"type": "string", "maxLength": 64, "description": "The register's own receipt number."},
         },
     },
@@ -209,7 +210,7 @@ SCHEMAS = {
             "category": {"type": "string", "enum": list(COMPLAINT_CATEGORIES)},
             "severity": {"type": "string", "enum": list(COMPLAINT_SEVERITIES)},
             "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION},
-            "purchase_id": {"type": "integer", "minimum": 1},
+            "purchase_id": ROW_ID,
         },
     },
     "Complaint": {
@@ -327,7 +328,7 @@ def document() -> dict:
                 "At any store of the chain. Refund and points follow the purchase's proportions; more than is "
                 "left to return is a 422 `exceeds_returnable`.", (404,),
                 [{"name": "purchase_id", "in": "path", "required": True,
-                  "schema": {"type": "integer", "minimum": 1}}],
+                  "schema": ROW_ID}],
             ),
             "/complaints": _post(
                 "Write down a complaint", "fileComplaint", "ComplaintRequest", "Complaint",

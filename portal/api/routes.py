@@ -149,7 +149,7 @@ def record_purchase():
     data = inputs.body()
     card = inputs.string(data, "card_number", required=True, max_length=32)
     gross = inputs.string(data, "gross_amount", required=True, max_length=32)
-    redeem = inputs.integer(data, "redeem_points") or 0
+    redeem = inputs.integer(data, "redeem_points", maximum=10**12) or 0
     receipt = normalise_text(inputs.string(data, "receipt_no", max_length=64)) or None
     member = inputs.member_by_card(card)
     gross_fen = _amount(gross)
@@ -167,7 +167,7 @@ def record_purchase():
                            tier_changed=result.tier_change is not None, locale=_locale(), zone=_zone()), 201
 
 
-@bp.post("/purchases/<int:purchase_id>/returns")
+@bp.post("/purchases/<id:purchase_id>/returns")
 @access("register")
 @idempotent
 def record_return(purchase_id: int):

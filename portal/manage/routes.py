@@ -60,7 +60,7 @@ def create_api_token():
     return _page(201, new_token=token, new_row=row, replayed=token is None, form=_token_form(ApiTokenForm(formdata=None)))
 
 
-@bp.route("/api-tokens/<int:token_id>/revoke", methods=["POST"])
+@bp.route("/api-tokens/<id:token_id>/revoke", methods=["POST"])
 @access("admin")
 def revoke_api_token(token_id: int):
     """Revoke a register's token; its very next request is refused."""

@@ -209,7 +209,7 @@ def _receipt_context(purchase: Purchase) -> dict:
     return {"purchase": purchase, "tier_change": change, "member": purchase.member, "balance_after": balance_after}
 
 
-@bp.route("/purchases/<int:purchase_id>")
+@bp.route("/purchases/<id:purchase_id>")
 @access("cashier")
 def show_receipt(purchase_id: int):
     """A receipt, printable; staff below admin see only their own store's receipts."""
@@ -259,7 +259,7 @@ def _return_form_context(purchase: Purchase, form: ReturnForm | None = None) -> 
             "member": purchase.member}
 
 
-@bp.route("/purchases/<int:purchase_id>/return")
+@bp.route("/purchases/<id:purchase_id>/return")
 @access("cashier")
 def new_return(purchase_id: int):
     """The return form for one purchase, at any store of the chain."""
@@ -267,7 +267,7 @@ def new_return(purchase_id: int):
     return _panel("return_form", **_return_form_context(purchase))
 
 
-@bp.route("/purchases/<int:purchase_id>/returns", methods=["POST"])
+@bp.route("/purchases/<id:purchase_id>/returns", methods=["POST"])
 @access("cashier")
 def record_return(purchase_id: int):
     """Record a return once per form key; answer with the return receipt."""
@@ -302,7 +302,7 @@ def _return_receipt_context(ret: Return) -> dict:
             "balance_after": balance_after}
 
 
-@bp.route("/returns/<int:return_id>")
+@bp.route("/returns/<id:return_id>")
 @access("cashier")
 def show_return(return_id: int):
     """A return receipt, printable; staff below admin see only returns made at their store."""
