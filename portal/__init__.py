@@ -174,8 +174,9 @@ def _register_errors(app: Flask) -> None:
                 429: _("Too many requests from this register. Slow down and try again in a minute."),
             }
             message = api_messages.get(error.code, error.description)
+            kept = {name: value for name, value in error.get_headers() if name in ("Allow", "Retry-After")}
             return {"error": {"code": error.name.lower().replace(" ", "_"), "message": message,
-                              "field": None}}, error.code
+                              "field": None}}, error.code, kept
         messages = {
             403: _("You do not have access to this page."),
             404: _("This page does not exist."),

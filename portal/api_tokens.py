@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -49,8 +50,16 @@ def create_token(session: Session, *, name: str, store: Store, staff: Staff | No
         name=clean, store_id=store.id, token_hash=hash_token(token), token_hint=token[:10],
         created_by_id=staff.id if staff else None, created_at=now, creation_key=creation_key,
     )
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # the same form, sent twice at once: the other request made it
+        if creation_key:
+            earlier = session.scalars(select(ApiToken).where(ApiToken.creation_key == creation_key)).one_or_none()
+            if earlier is not None:
+                return earlier, None
+        raise
     audit.record(session, "api_token.create", at=now, staff_id=staff.id if staff else None, store_id=store.id,
                  target=f"api_token:{row.id}", after={"name": clean, "store": store.code}, ip=ip)
     return row, token

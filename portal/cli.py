@@ -51,7 +51,7 @@ def register_commands(app: Flask) -> None:
     def create_api_token(name: str, store_code: str | None):
         """Create a cash register's API token; the token alone is printed on the last line."""
         declare_write_intent()
-        query = select(Store).order_by(Store.id).limit(1)
+        query = select(Store).where(Store.active.is_(True)).order_by(Store.id).limit(1)
         if store_code:
             query = select(Store).where(Store.code == store_code)
         store = db.session.scalars(query).one_or_none()
@@ -59,6 +59,8 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException(
                 f"No store with code {store_code!r}." if store_code else "There is no store yet: run create-admin."
             )
+        if not store.active:
+            raise click.ClickException(f"Store {store.code} is closed; its registers cannot use the API.")
         try:
             row, token = api_tokens.create_token(db.session, name=name, store=store, staff=None,
                                                  now=datetime.now(timezone.utc))

@@ -43,6 +43,9 @@ def _nullable(schema: dict) -> dict:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+_optional = _nullable  # an optional field may also be sent as null, meaning "not given"
+
+
 AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["123.45"],
           "description": "Yuan as a decimal string with two places."}
 AMOUNT_IN = {"type": "string", "minLength": 1, "maxLength": 32, "examples": ["123.45"],
@@ -133,14 +136,15 @@ SCHEMAS = {
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
             "phone": {"type": "string", "minLength": 1, "maxLength": 32, "examples": ["13812345678"],
                       "description": "A mainland mobile number; +86 accepted."},
-            "birthday": {"type": "string", "format": "date", "maxLength": 10},
-            "email": {"type": "string", "maxLength": 254},
+            "birthday": _optional({"type": "string", "format": "date", "maxLength": 10}),
+            "email": _optional({"type": "string", "maxLength": 254}),
             "privacy_consent": {"type": "boolean", "const": True,
                                 "description": "The member agreed to the privacy notice; required."},
-            "marketing_consent": {"type": "boolean"},
-            "guardian_consent": {"type": "boolean",
-                                 "description": "Required true when the birthday makes the member under 14."},
-            "referrer": {"type": "string", "maxLength": 32, "description": "The referrer's phone or card number."},
+            "marketing_consent": _optional({"type": "boolean"}),
+            "guardian_consent": _optional({"type": "boolean",
+                                           "description": "Required true when the birthday makes the member under 14."}),
+            "referrer": _optional({"type": "string", "maxLength": 32,
+                                   "description": "The referrer's phone or card number."}),
         },
     },
     "PurchaseRequest": {
@@ -149,8 +153,10 @@ SCHEMAS = {
             "card_number": CARD,
             "gross_amount": {**AMOUNT_IN, "description": "Shelf price, before the member discount. " +
                              AMOUNT_IN["description"]},
-            "redeem_points": {"type": "integer", "minimum": 0, "maximum": 10**12, "description": "Points to pay with."},
-            "receipt_no": {"type": "string", "maxLength": 64, "description": "The register's own receipt number."},
+            "redeem_points": _optional({"type": "integer", "minimum": 0, "maximum": 10**12,
+                                        "description": "Points to pay with."}),
+            "receipt_no": _optional({"type": "string", "maxLength": 64,
+                                     "description": "The register's own receipt number."}),
         },
     },
     "Purchase": {
@@ -176,9 +182,9 @@ SCHEMAS = {
     "ReturnRequest": {
         "type": "object",
         "properties": {
-            "gross_amount": {**AMOUNT_IN, "description": "Shelf price of what comes back. " +
-                             AMOUNT_IN["description"]},
-            "all": {"type": "boolean", "description": "true: return everything still returnable."},
+            "gross_amount": _optional({**AMOUNT_IN, "description": "Shelf price of what comes back. " +
+                                       AMOUNT_IN["description"]}),
+            "all": _optional({"type": "boolean", "description": "true: return everything still returnable."}),
         },
         "anyOf": [{"required": ["gross_amount"]},
                   {"required": ["all"], "properties": {"all": {"const": True}}}],
@@ -206,11 +212,11 @@ SCHEMAS = {
     "ComplaintRequest": {
         "type": "object", "required": ["category", "severity", "description"],
         "properties": {
-            "card_number": CARD,
+            "card_number": _optional(CARD),
             "category": {"type": "string", "enum": list(COMPLAINT_CATEGORIES)},
             "severity": {"type": "string", "enum": list(COMPLAINT_SEVERITIES)},
             "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION},
-            "purchase_id": ROW_ID,
+            "purchase_id": _optional(ROW_ID),
         },
     },
     "Complaint": {

@@ -99,7 +99,9 @@ def register_member():
 @access("register")
 def lookup_members():
     """Members by full phone, last 4 digits, card number or name prefix (at most 20)."""
-    q = request.args.get("q", "")[:64]
+    q = request.args.get("q", "")
+    if len(q) > 64:
+        raise ApiError(422, "too_long", _("Use at most %(count)s characters.", count=64), "q")
     result = members.lookup(db.session, q)
     if result.kind == "empty":
         raise ApiError(422, "missing_field", _("Give a phone, the last 4 digits, a card number or a name."), "q")
@@ -207,7 +209,7 @@ def file_complaint():
     severity = inputs.string(data, "severity", required=True, max_length=16)
     description = inputs.string(data, "description", required=True, max_length=complaints.MAX_DESCRIPTION)
     purchase_id = inputs.integer(data, "purchase_id", minimum=1)
-    member = inputs.member_by_card(card) if card else None
+    member = inputs.member_by_card(card) if card is not None else None
     purchase = None
     if purchase_id is not None:
         purchase = db.session.get(Purchase, purchase_id)
