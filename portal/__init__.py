@@ -35,6 +35,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     app.config.from_object(config_class)
     app.config.update(overrides or {})
     app.json.sort_keys = False  # JSON answers keep the field order of their documented shapes
+    app.json.ensure_ascii = False  # and Chinese as it is, in UTF-8
     app.url_map.converters["id"] = RowIdConverter
     _configure_secrets_and_database(app)
 
