@@ -7,51 +7,16 @@ receipt; the lookup box finds the member as the cashier types. Every step after 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import pytest
 
 from portal.extensions import db
 
 from . import factories
-from .live_server import LiveServer
-
-from playwright import sync_api as playwright_sync
-
-expect = playwright_sync.expect
+from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
+    ARTIFACTS, assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
+)
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # gitignored
-TIMEOUT_MS = 5_000
-
-# Runs before any page script and is exempt from the CSP; turns each violation into a console error.
-REPORT_CSP_VIOLATIONS = """
-document.addEventListener("securitypolicyviolation", function (e) {
-  console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") +
-                " at " + e.sourceFile + ":" + e.lineNumber);
-});
-"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def live_server(app):
-    with LiveServer(app) as server:
-        yield server
 
 
 @pytest.fixture
@@ -61,64 +26,6 @@ def cashier(app) -> str:
         username = factories.staff(role="cashier").username
         db.session.commit()
     return username
-
-
-class Browsing:
-    """Opens pages in browser contexts and collects what went wrong on them."""
-
-    def __init__(self, browser, base_url: str) -> None:
-        self.browser = browser
-        self.base_url = base_url
-        self.problems: list[str] = []
-        self.contexts = []
-
-    def page(self, locale: str = "en-US"):
-        context = self.browser.new_context(
-            base_url=self.base_url, locale=locale, viewport={"width": 1280, "height": 900}
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        context.add_init_script(REPORT_CSP_VIOLATIONS)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("console", self._on_console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error on {page.url}: {error}"))
-        return page
-
-    def _on_console(self, message) -> None:
-        if message.type == "error":
-            self.problems.append(f"console error at {message.location.get('url')}: {message.text}")
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
-
-
-@pytest.fixture
-def browsing(browser, live_server):
-    browsing = Browsing(browser, live_server.url)
-    yield browsing
-    browsing.close()
-
-
-def sign_in(page, username: str) -> None:
-    page.goto("/login")
-    page.locator("input[name=username]").fill(username)
-    page.locator("input[name=password]").fill(factories.PASSWORD)
-    page.locator("main form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/till/$"))
-    # htmx (a deferred script) takes over the links on load; a click before that is a plain page load.
-    page.wait_for_load_state("load")
-    page.wait_for_function("window.htmx !== undefined")
-    expect(page.locator("#q")).to_be_visible()
-
-
-def mark_page(page) -> None:
-    """Set a flag on window that survives htmx swaps but not a page load."""
-    page.evaluate("window.__sameDocument = true")
-
-
-def assert_same_page(page) -> None:
-    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded instead of swapped by htmx"
 
 
 def record_purchase(page, amount: str) -> None:

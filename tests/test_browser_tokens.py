@@ -8,47 +8,19 @@ Content-Security-Policy violation.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from portal.extensions import db
 
 from . import factories
-from .live_server import LiveServer
-from .test_browser_till import (
-    CHROMIUM, CHROMIUM_ARGS, Browsing, assert_same_page, mark_page, sign_in,
+from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
+    assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
 )
-
-from playwright import sync_api as playwright_sync
-
-expect = playwright_sync.expect
 
 pytestmark = pytest.mark.slow
 
 LOOKUP = "/api/v1/members/lookup?q=1234"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def live_server(app):
-    with LiveServer(app) as server:
-        yield server
-
-
-@pytest.fixture
-def browsing(browser, live_server):
-    browsing = Browsing(browser, live_server.url)
-    yield browsing
-    browsing.close()
 
 
 @pytest.fixture

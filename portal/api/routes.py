@@ -164,9 +164,8 @@ def record_purchase():
         )
     except checkout.CheckoutError as error:
         raise _refusal(error) from None
-    member = result.purchase.member
-    return shapes.purchase(result.purchase, balance=member.points_balance, tier_row=member.tier,
-                           tier_changed=result.tier_change is not None, locale=_locale(), zone=_zone()), 201
+    return shapes.purchase(result.purchase, tier_changed=result.tier_change is not None, locale=_locale(),
+                           zone=_zone()), 201
 
 
 @bp.post("/purchases/<id:purchase_id>/returns")
@@ -193,9 +192,8 @@ def record_return(purchase_id: int):
         )
     except returns.ReturnError as error:
         raise _refusal(error) from None
-    member = result.ret.member
-    return shapes.return_(result.ret, balance=member.points_balance, tier_row=member.tier,
-                          tier_changed=result.tier_change is not None, locale=_locale(), zone=_zone()), 201
+    return shapes.return_(result.ret, tier_changed=result.tier_change is not None, locale=_locale(),
+                          zone=_zone()), 201
 
 
 @bp.post("/complaints")

@@ -22,8 +22,8 @@ def amount(fen: int) -> str:
 
 
 def _plain(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text
+    """A decimal without trailing zeros or exponent: 1.50 -> "1.5", 10 -> "10"."""
+    return format(value.normalize(), "f")
 
 
 def multiplier(milli: int) -> str:
@@ -72,7 +72,8 @@ def ledger_entry(row: LedgerEntry, zone: str) -> dict:
             "return_id": row.return_id, "balance_after": row.balance_after}
 
 
-def purchase(row: Purchase, *, balance: int, tier_row: Tier, tier_changed: bool, locale: str, zone: str) -> dict:
+def purchase(row: Purchase, *, tier_changed: bool, locale: str, zone: str) -> dict:
+    """A recorded purchase with the member's balance and tier right after it."""
     return {
         "purchase_id": row.id,
         "card_number": row.member.card_number,
@@ -82,15 +83,16 @@ def purchase(row: Purchase, *, balance: int, tier_row: Tier, tier_changed: bool,
         "redeemed_amount": amount(row.redeemed_value_fen),
         "paid_amount": amount(row.paid_fen),
         "points_earned": row.points_earned,
-        "balance": balance,
-        "tier": tier(tier_row, locale),
+        "balance": row.member.points_balance,
+        "tier": tier(row.member.tier, locale),
         "tier_changed": tier_changed,
         "receipt_no": row.receipt_number,
         "created_at": timestamp(row.created_at, zone),
     }
 
 
-def return_(row: Return, *, balance: int, tier_row: Tier, tier_changed: bool, locale: str, zone: str) -> dict:
+def return_(row: Return, *, tier_changed: bool, locale: str, zone: str) -> dict:
+    """A recorded return with the member's balance and tier right after it."""
     return {
         "return_id": row.id,
         "purchase_id": row.purchase_id,
@@ -100,8 +102,8 @@ def return_(row: Return, *, balance: int, tier_row: Tier, tier_changed: bool, lo
         "points_restored": row.points_restored,
         "shortfall_points": row.shortfall_points,
         "shortfall_amount": amount(row.shortfall_deducted_fen),
-        "balance": balance,
-        "tier": tier(tier_row, locale),
+        "balance": row.member.points_balance,
+        "tier": tier(row.member.tier, locale),
         "tier_changed": tier_changed,
         "created_at": timestamp(row.created_at, zone),
     }

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import abort, redirect, request, url_for
-from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
