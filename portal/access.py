@@ -73,6 +73,7 @@ def enforce_access():
 
 
 def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if there is one."""
     scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 

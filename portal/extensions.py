@@ -1,6 +1,4 @@
 """Extension objects, created here and bound to the app in create_app."""
-import hashlib
-
 from flask import request
 from flask_babel import Babel
 from flask_limiter import Limiter
@@ -25,14 +23,6 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
-
-
-def api_rate_key() -> str:
-    """Rate-limit key for the API: the register's token (hashed), or the address when there is none."""
-    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:32]
-    return "address:" + (get_remote_address() or "")
 
 
 def login_account_key() -> str:
