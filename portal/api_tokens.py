@@ -6,11 +6,12 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import audit
+from .database import write_intent
 from .models import ApiToken, Staff, Store
 from .money import normalise_text
 
@@ -77,6 +78,13 @@ def authenticate(session: Session, token: str | None) -> ApiToken | None:
 
 def needs_touch(row: ApiToken, now: datetime) -> bool:
     return row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION
+
+
+def record_use_apart(engine: Engine, token_id: int, now: datetime) -> None:
+    """Note a read-only call's time in a short transaction of its own, run after the request has
+    ended, so that a GET never turns its own read into a write or waits for a lock."""
+    with write_intent(), engine.begin() as connection:
+        connection.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
 def revoke(session: Session, row: ApiToken, *, staff: Staff | None, now: datetime, ip: str | None = None) -> bool:

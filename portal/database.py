@@ -7,6 +7,7 @@ then both write it: the second waits for the first instead of failing late.
 On PostgreSQL the same guarantee comes from row locks (SELECT ... FOR UPDATE)
 taken by the service functions.
 """
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from flask import has_request_context, request
@@ -19,6 +20,16 @@ _write_intent: ContextVar[bool] = ContextVar("write_intent", default=False)
 def declare_write_intent(value: bool = True) -> None:
     """Mark the current context (a CLI command, a thread) as one that writes."""
     _write_intent.set(value)
+
+
+@contextmanager
+def write_intent():
+    """Within this block, transactions on this thread take the write lock up front."""
+    token = _write_intent.set(True)
+    try:
+        yield
+    finally:
+        _write_intent.reset(token)
 
 
 def _wants_write_lock() -> bool:

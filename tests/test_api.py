@@ -612,3 +612,17 @@ def test_concurrent_requests_with_one_key_do_the_work_once(app):
     assert count(app, Purchase) == 1
     with app.app_context():
         assert db.session.get(Member, member_id).points_balance == 123 == ledger_sum(db.session, member_id)
+
+
+def test_a_read_only_call_is_noted_as_the_tokens_last_use(app, register):
+    """Noted once the answer is sent (when the server closes the response), in a transaction of its own."""
+    with register.get("/members/lookup", q="1234") as response:
+        assert response.status_code == 200
+    with app.app_context():
+        row = db.session.scalars(select(ApiToken)).one()
+        assert row.last_used_at is not None
+        first_use = row.last_used_at
+    with register.get("/members/lookup", q="1234") as response:
+        assert response.status_code == 200
+    with app.app_context():  # within a few minutes: not written again
+        assert db.session.scalars(select(ApiToken)).one().last_used_at == first_use

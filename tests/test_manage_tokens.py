@@ -361,6 +361,7 @@ def test_cli_attributes_the_token_to_the_store_given(app, runner):
 def test_cli_refuses_an_empty_name(app, runner):
     result = runner.invoke(args=["create-api-token", "--name", "  "])
     assert result.exit_code != 0
-    assert "Name the register" in result.output
+    # In the portal's default language (Chinese), like every message the services give.
+    assert "请填写收银机名称" in result.output
     with app.app_context():
         assert count(ApiToken) == 0

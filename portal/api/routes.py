@@ -1,13 +1,15 @@
 """The API's endpoints. Each parses JSON, calls the same service function as the till, and answers JSON."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import current_app, g, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import checkout, complaints, members, returns, tiers
+from .. import api_tokens, checkout, complaints, members, returns, tiers
 from ..access import access
 from ..extensions import db
 from ..models import LedgerEntry, Member, Purchase
@@ -48,6 +50,20 @@ def _amount(text: str, field: str = "gross_amount") -> int:
         return parse_money(text, ANY_AMOUNT_FEN)
     except InputError as error:
         raise ApiError(422, "invalid_amount", error.args[0], field) from None
+
+
+@bp.after_request
+def attribute_call(response):
+    """Every call is put down to its register and store: in the log, and as the token's last use."""
+    token = g.get("api_token")
+    if token is not None:
+        current_app.logger.info("api %s %s -> %s register=%s store=%s", request.method, request.path,
+                                response.status_code, token.id, token.store_id)
+        moment = datetime.now(timezone.utc)
+        if request.method == "GET" and api_tokens.needs_touch(token, moment):
+            engine, token_id = db.engine, token.id
+            response.call_on_close(lambda: api_tokens.record_use_apart(engine, token_id, moment))
+    return response
 
 
 @bp.get("/openapi.json")
