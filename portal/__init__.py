@@ -1,6 +1,7 @@
 """The membership portal: create_app wires configuration, extensions, blueprints, errors and commands."""
 from __future__ import annotations
 
+import mimetypes
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from .money import format_yuan
 from .phones import display_phone, mask_phone
 
 ROOT = Path(__file__).resolve().parent.parent
+mimetypes.add_type("application/manifest+json", ".webmanifest")
 MAX_ROW_ID = 2**31 - 1
 
 
@@ -52,12 +54,14 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     from .auth import bp as auth_bp
     from .main import bp as main_bp
     from .manage import bp as manage_bp
+    from .member import bp as member_bp
     from .till import bp as till_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(till_bp, url_prefix="/till")
     app.register_blueprint(manage_bp, url_prefix="/manage")
+    app.register_blueprint(member_bp, url_prefix="/me")
     csrf.exempt(api_bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
     app.register_blueprint(api_bp, url_prefix="/api/v1")
 

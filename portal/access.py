@@ -64,11 +64,12 @@ def enforce_access():
     if not current_user.is_authenticated:
         if request.path.startswith("/api/"):
             return jsonify(error={"code": "unauthorised", "message": "Sign in first.", "field": None}), 401
+        sign_in = "auth.member_login" if level == "member" else "auth.login"
         if request.headers.get("HX-Request"):
             response = current_app.response_class(status=401)
-            response.headers["HX-Redirect"] = url_for("auth.login", next=request.full_path)
+            response.headers["HX-Redirect"] = url_for(sign_in, next=request.full_path)
             return response
-        return redirect(url_for("auth.login", next=request.full_path))
+        return redirect(url_for(sign_in, next=request.full_path))
     abort(403)
 
 

@@ -148,6 +148,17 @@ def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:
     ))
 
 
+def expiring_lots(session: Session, member_id: int, now: datetime, days: int) -> list[tuple[datetime, int]]:
+    """(expiry, points) of what expires within the next `days`, soonest first."""
+    rows = session.execute(
+        select(PointLot.expires_at, func.sum(PointLot.remaining)).where(
+            PointLot.member_id == member_id, PointLot.remaining > 0,
+            PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),
+        ).group_by(PointLot.expires_at).order_by(PointLot.expires_at)
+    ).all()
+    return [(expires_at, int(points)) for expires_at, points in rows]
+
+
 def expire_due(session: Session, member: Member, now: datetime) -> list[LedgerEntry]:
     """Post an `expire` entry for what is left of each lot whose expiry has passed. Idempotent."""
     due = session.scalars(

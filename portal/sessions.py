@@ -63,7 +63,12 @@ def end(session: Session, token: str, now: datetime) -> None:
     )
 
 
-def end_all(session: Session, *, staff_id: int | None = None, member_id: int | None = None, now: datetime) -> None:
-    """Revoke every login of one account (deactivation, password reset, account deletion)."""
+def end_all(session: Session, *, staff_id: int | None = None, member_id: int | None = None, now: datetime,
+            except_token: str | None = None) -> None:
+    """Revoke every login of one account (deactivation, password reset, account deletion), but for
+    `except_token` (the login that changed the password) when given."""
     condition = AuthSession.staff_id == staff_id if staff_id is not None else AuthSession.member_id == member_id
-    session.execute(update(AuthSession).where(condition, AuthSession.revoked_at.is_(None)).values(revoked_at=now))
+    conditions = [condition, AuthSession.revoked_at.is_(None)]
+    if except_token:
+        conditions.append(AuthSession.token_hash != _hash(except_token))
+    session.execute(update(AuthSession).where(*conditions).values(revoked_at=now))

@@ -48,6 +48,21 @@ class TierProgress:
         return max(0, min(100, (self.spend_fen - floor) * 100 // span)) if span > 0 else 100
 
 
+@dataclass(frozen=True)
+class Keeping:
+    held_until: datetime | None  # None for the lowest tier, which nobody loses
+    spend_needed_fen: int  # more net spend needed in the window to keep the tier past held_until
+
+
+def keeping(tiers: list[Tier], member: Member, spend_fen: int, retention_days: int) -> Keeping:
+    """What keeps the member's tier: it is theirs until `held_until`; after that the daily review keeps
+    it only if the trailing spend still reaches its threshold."""
+    if member.tier.threshold_fen <= tiers[0].threshold_fen:
+        return Keeping(None, 0)
+    return Keeping(member.tier_since + timedelta(days=retention_days),
+                   max(0, member.tier.threshold_fen - spend_fen))
+
+
 def progress(tiers: list[Tier], current: Tier, spend_fen: int) -> TierProgress:
     higher = [tier for tier in tiers if tier.threshold_fen > current.threshold_fen]
     next_tier = higher[0] if higher else None

@@ -3,7 +3,7 @@ from flask import redirect, request, session, url_for
 from flask_login import current_user
 
 from ..access import access
-from ..models import Staff
+from ..models import Member, Staff
 from ..web import safe_next_url
 from . import bp
 
@@ -14,7 +14,9 @@ def index():
     """Send each person to their own part of the portal."""
     if isinstance(current_user, Staff):
         return redirect(url_for("till.index"))
-    return redirect(url_for("auth.login"))
+    if isinstance(current_user, Member):
+        return redirect(url_for("member.home"))
+    return redirect(url_for("auth.member_login"))
 
 
 @bp.route("/language", methods=["POST"])

@@ -7,7 +7,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import checkout, ledger, members, points, returns, tiers
+from .. import audit, checkout, ledger, members, points, returns, tiers
 from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
@@ -310,6 +310,22 @@ def show_return(return_id: int):
     if ret is None or (current_user.role != "admin" and ret.store_id != current_store().id):
         abort(404)
     return _panel("return_receipt", **_return_receipt_context(ret))
+
+
+@bp.route("/members/<card_number>/activation-code", methods=["POST"])
+@access("cashier")
+def issue_activation_code(card_number: str):
+    """A new one-time code for a member who forgot their password (or never set one); earlier codes stop working."""
+    member = _member_or_404(card_number)
+    code = members.issue_activation_code(db.session, member, staff=current_user, rules=rules(),
+                                         secret_key=current_app.config["SECRET_KEY"], now=now())
+    audit.record(db.session, "member.activation_code", at=now(), staff_id=current_user.id,
+                 store_id=current_store().id, target=f"member:{member.id}", ip=request.remote_addr)
+    db.session.commit()
+    session["registered"] = {"card": member.card_number, "code": code, "minutes": rules().activation_minutes,
+                             "reissued": True}
+    return _written(url_for("till.show_member", card_number=card_number), "member",
+                    lambda: _member_context(member))
 
 
 # --- manual adjustments ---------------------------------------------------------------------------------

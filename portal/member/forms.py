@@ -1,0 +1,66 @@
+"""Forms of the member's own pages, and of activation and sign-in on the phone."""
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, HiddenField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
+
+from ..money import normalise_text
+from ..phones import PhoneError, normalise_phone
+
+
+class PhoneFieldMixin:
+    """A mobile number, normalised to E.164 in `phone_e164` when it reads as one."""
+
+    def validate_phone(self, field):
+        try:
+            self.phone_e164 = normalise_phone(field.data)
+        except PhoneError:
+            self.phone_e164 = None
+            raise ValidationError(_l("Enter a mobile number such as 13812345678.")) from None
+
+
+class MemberLoginForm(PhoneFieldMixin, FlaskForm):
+    phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter your mobile number."))])
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
+    next = HiddenField()
+
+
+class ActivateForm(PhoneFieldMixin, FlaskForm):
+    phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter your mobile number."))])
+    code = StringField(_l("6-digit code from the till"), filters=[normalise_text],
+                       validators=[DataRequired(_l("Enter the code the cashier gave you.")), Length(max=12)])
+    password = PasswordField(_l("Choose a password"),
+                             validators=[DataRequired(_l("Choose a password.")), Length(max=256)])
+    confirm = PasswordField(_l("The password again"),
+                            validators=[EqualTo("password", _l("The two passwords are not the same."))])
+
+
+class ProfileForm(FlaskForm):
+    name = StringField(_l("Name"), filters=[normalise_text],
+                       validators=[DataRequired(_l("Enter your name.")), Length(max=100)])
+    birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
+    guardian_consent = BooleanField()
+    marketing_consent = BooleanField(_l("Send me offers and news (you can stop them at any time)"))
+    locale = SelectField(_l("Language"), choices=[("zh", "中文"), ("en", "English")])
+
+    def __init__(self, *args, guardian_age: int = 14, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guardian_consent.label.text = _l("A parent or guardian agrees (members under %(age)s)",
+                                              age=guardian_age)
+
+
+class PasswordForm(FlaskForm):
+    current_password = PasswordField(_l("Current password"),
+                                     validators=[DataRequired(_l("Enter your current password."))])
+    password = PasswordField(_l("New password"), validators=[DataRequired(_l("Choose a password.")),
+                                                             Length(max=256)])
+    confirm = PasswordField(_l("The new password again"),
+                            validators=[EqualTo("password", _l("The two passwords are not the same."))])
+
+
+class DeleteForm(FlaskForm):
+    password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
+    understood = BooleanField(_l("I understand that my account is deleted for good"),
+                              validators=[DataRequired(_l("Tick the box to confirm."))])

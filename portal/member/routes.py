@@ -1,0 +1,215 @@
+"""The member's own pages, phone first. Every route takes the member from the signed-in session,
+never from the URL or a form, so no member can reach another's data."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import segno
+from flask import abort, current_app, redirect, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, logout_user
+from markupsafe import Markup
+from sqlalchemy import select
+
+from .. import accounts, audit, ledger, tiers
+from ..access import access
+from ..extensions import db
+from ..models import LedgerEntry, Member, Purchase, Return, TierChange
+from ..web import now, render_page, rules
+from . import bp
+from .forms import DeleteForm, PasswordForm, ProfileForm
+
+PAGE_SIZE = 20
+HISTORY_VIEWS = ("points", "purchases", "tiers")
+
+
+def me() -> Member:
+    """The signed-in member, and only ever them."""
+    if not isinstance(current_user, Member):  # @access("member") already refuses anyone else
+        abort(403)
+    return current_user
+
+
+@bp.route("/")
+@access("member")
+def home():
+    """Points, what expires soon, the tier and what the next one needs, discount and benefits."""
+    member, moment, current_rules = me(), now(), rules()
+    levels = tiers.all_tiers(db.session)
+    spend = tiers.qualifying_spend(db.session, member.id, moment, current_rules.qualifying_days)
+    recent = db.session.scalars(
+        select(LedgerEntry).where(LedgerEntry.member_id == member.id).order_by(LedgerEntry.id.desc()).limit(5)
+    ).all()
+    return render_page(
+        "member/home.html", member=member,
+        usable_points=ledger.available(db.session, member, moment),
+        # a lot expiring at midnight can be used until the end of the day before: show that day
+        expiring=[(when - timedelta(seconds=1), points)
+                  for when, points in ledger.expiring_lots(db.session, member.id, moment, days=30)],
+        progress=tiers.progress(levels, member.tier, spend),
+        keeping=tiers.keeping(levels, member, spend, current_rules.tier_retention_days),
+        recent=recent, rules=current_rules,
+    )
+
+
+@bp.route("/card")
+@access("member")
+def card():
+    """The membership card: the card number and a QR code of it, for the till's scanner."""
+    member = me()
+    qr = segno.make_qr(member.card_number, error="m")
+    svg = qr.svg_inline(scale=1, border=4, dark="#000", light="#fff", omitsize=True, svgclass="qr",
+                        lineclass=None, title=_("Membership card %(card)s", card=member.card_number))
+    return render_page("member/card.html", member=member, qr_svg=Markup(svg))
+
+
+def _before() -> int | None:
+    value = request.args.get("before", "")
+    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
+
+
+@bp.route("/history")
+@access("member")
+def history():
+    """Every points movement with its reason, purchases with their returns, and tier changes.
+
+    Paged by id (newest first), so a long history costs the same as a short one; htmx asks for
+    the next page's rows alone."""
+    member = me()
+    view = request.args.get("show", "points")
+    if view not in HISTORY_VIEWS:
+        view = "points"
+    before = _before()
+    rows: list = []
+    returns_by_purchase: dict[int, list[Return]] = {}
+    if view == "points":
+        query = select(LedgerEntry).where(LedgerEntry.member_id == member.id)
+        if before:
+            query = query.where(LedgerEntry.id < before)
+        rows = db.session.scalars(query.order_by(LedgerEntry.id.desc()).limit(PAGE_SIZE + 1)).all()
+    elif view == "purchases":
+        query = select(Purchase).where(Purchase.member_id == member.id)
+        if before:
+            query = query.where(Purchase.id < before)
+        rows = db.session.scalars(query.order_by(Purchase.id.desc()).limit(PAGE_SIZE + 1)).all()
+        ids = [purchase.id for purchase in rows[:PAGE_SIZE]]
+        for ret in db.session.scalars(select(Return).where(Return.purchase_id.in_(ids)).order_by(Return.id)):
+            returns_by_purchase.setdefault(ret.purchase_id, []).append(ret)
+    else:
+        rows = db.session.scalars(
+            select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id.desc())
+        ).all()
+    more = view != "tiers" and len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE] if view != "tiers" else rows
+    return render_page(
+        "member/history.html", "rows" if before else None, member=member, view=view, rows=rows,
+        returns_by_purchase=returns_by_purchase, next_before=rows[-1].id if more else None,
+    )
+
+
+def _profile_page(status: int = 200, form: ProfileForm | None = None, password_form: PasswordForm | None = None,
+                  saved: str | None = None):
+    member = me()
+    if form is None:
+        form = ProfileForm(guardian_age=rules().guardian_age, obj=member, formdata=None)
+        form.locale.data = member.locale or str(session.get("lang") or "zh")
+    return render_page("member/profile.html", "profile", status=status, member=member, form=form,
+                       password_form=password_form or PasswordForm(formdata=None), saved=saved)
+
+
+@bp.route("/profile")
+@access("member")
+def profile():
+    """Name, birthday, marketing consent, language, password."""
+    return _profile_page(saved=request.args.get("saved"))
+
+
+@bp.route("/profile", methods=["POST"])
+@access("member")
+def update_profile():
+    """Save the member's own changes; the consent can be withdrawn as easily as it was given."""
+    member = me()
+    form = ProfileForm(guardian_age=rules().guardian_age)
+    if form.validate_on_submit():
+        change = accounts.ProfileChange(
+            name=form.name.data, birthday=form.birthday.data, guardian_consent=form.guardian_consent.data,
+            marketing_consent=form.marketing_consent.data, locale=form.locale.data,
+        )
+        try:
+            accounts.update_profile(db.session, member, change, rules=rules(), now=now())
+        except accounts.AccountError as error:
+            db.session.rollback()
+            getattr(form, error.field).errors = [error.message]
+        else:
+            db.session.commit()
+            session["lang"] = member.locale
+            return redirect(url_for("member.profile", saved="profile"), code=303)
+    return _profile_page(422, form=form)
+
+
+@bp.route("/password", methods=["POST"])
+@access("member")
+def change_password():
+    """A new password; every other login of the member ends."""
+    member = me()
+    form = PasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(db.session, member, current=form.current_password.data,
+                                     new=form.password.data, keep_token=member.auth_token, now=now())
+        except accounts.AccountError as error:
+            db.session.rollback()
+            getattr(form, error.field).errors = [error.message]
+        else:
+            db.session.commit()
+            return redirect(url_for("member.profile", saved="password"), code=303)
+    return _profile_page(422, password_form=form)
+
+
+@bp.route("/data")
+@access("member")
+def my_data():
+    """Download everything held about me, or delete my account."""
+    return render_page("member/data.html", member=me())
+
+
+@bp.route("/data.json", methods=["POST"])
+@access("member")
+def download_data():
+    """Everything the portal holds about the signed-in member, as a JSON file.
+
+    A POST (from a button), because the export is written to the audit log."""
+    member = me()
+    moment = now()
+    body = json.dumps(accounts.export(db.session, member, now=moment), ensure_ascii=False, indent=2)
+    audit.record(db.session, "member.export", at=moment, target=f"member:{member.id}", ip=request.remote_addr)
+    db.session.commit()
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="my-data-{member.card_number}.json"'
+    return response
+
+
+@bp.route("/delete")
+@access("member")
+def confirm_delete():
+    """The confirmation step before deleting the account."""
+    return render_page("member/delete.html", member=me(), form=DeleteForm(formdata=None))
+
+
+@bp.route("/delete", methods=["POST"])
+@access("member")
+def delete_account():
+    """Erase the member's personal data and end every login; the books stay, anonymised."""
+    member = me()
+    form = DeleteForm()
+    if form.validate_on_submit():
+        if accounts.authenticate(db.session, member.phone, form.password.data) is None:
+            form.password.errors = [_("This is not your password.")]
+        else:
+            accounts.erase(db.session, member, now=now())
+            db.session.commit()
+            logout_user()
+            session.clear()
+            return redirect(url_for("auth.member_login", deleted=1), code=303)
+    return render_page("member/delete.html", status=422, member=member, form=form)
