@@ -26,5 +26,14 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def login_account_key() -> str:
-    """Rate-limit key for one account name, whatever address it is tried from."""
-    return "account:" + (request.form.get("username") or request.form.get("phone") or "").strip().lower()
+    """Rate-limit key for one account (a staff username or a member's phone, however it is written),
+    whatever address it is tried from."""
+    from .phones import PhoneError, normalise_phone
+
+    phone = request.form.get("phone")
+    if phone:
+        try:
+            return "account:" + normalise_phone(phone)
+        except PhoneError:
+            pass
+    return "account:" + (request.form.get("username") or phone or "").strip().lower()
