@@ -217,7 +217,7 @@ def erase(session: Session, member: Member, *, now: datetime) -> None:
     no longer found at the till), so the store's figures still add up.
     """
     for field in ("name", "name_key", "phone", "phone_last4", "email", "birthday", "birthday_changed_at",
-                  "password_hash", "referral_rewarded_at", "locale"):
+                  "password_hash", "locale"):
         setattr(member, field, None)
     member.marketing_consent = False
     member.marketing_consent_at = now

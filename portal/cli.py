@@ -91,7 +91,7 @@ def register_commands(app: Flask) -> None:
                 click.echo(saved.read_text(), nl=False)
             return
         logins = load_demo(db.session, member_count=member_count, seed=seed if seed is not None else secrets.randbits(32))
-        lines = ["Demo logins (sign in at http://127.0.0.1:5000/login):"]
+        lines = ["Demo logins (staff sign in at http://127.0.0.1:5000/login, the member at /member/login):"]
         lines += [f"  {role:8} {username:10} {password}" for username, password, role in logins]
         text = "\n".join(lines) + "\n"
         saved.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from . import checkout, members
 from . import staff as staff_service
 from .models import Member
+from .phones import display_phone
 from .rules import load_rules
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -23,7 +24,7 @@ def _password() -> str:
 
 
 def load_demo(session: Session, *, member_count: int, seed: int) -> list[tuple[str, str, str]]:
-    """Create the demo store and data; returns (username, password, role) for each login."""
+    """Create the demo store and data; returns (username or phone, password, role) for each login."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     rules = load_rules(session)
@@ -55,6 +56,11 @@ def load_demo(session: Session, *, member_count: int, seed: int) -> list[tuple[s
         )
         member = registration.member
         created.append(member)
+        if index == 0:  # one member who has already set a password, to try the members' pages
+            password = _password()
+            member.password_hash = staff_service.hash_password(password)
+            member.activated_at = joined
+            logins.append((display_phone(phone), password, "member"))
         roll, cumulative = rng.random(), 0.0
         for share, low, high in bands:
             cumulative += share

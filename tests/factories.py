@@ -5,6 +5,7 @@ import itertools
 import uuid
 from datetime import datetime, timezone
 
+from flask import current_app
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
@@ -48,13 +49,18 @@ def phone_number() -> str:
 
 
 def member(name: str = "王小明", phone: str | None = None, tier: str | None = None, now: datetime | None = None,
-           referrer: Member | None = None, store_code: str = "S001") -> Member:
+           referrer: Member | None = None, store_code: str = "S001", activated: bool = False) -> Member:
+    """A registered member; `.activation_code` is the code the till showed (hashed with the app's key, so
+    it works at /member/activate). activated=True gives them the password PASSWORD at once."""
     registration = members.register_member(
         db.session, name=name, phone_e164=phone or phone_number(), birthday=None, email=None,
         guardian_consent=False, marketing_consent=False, referrer=referrer, store=store(store_code), staff=None,
-        rules=load_rules(db.session), secret_key="test", now=now or _now(),
+        rules=load_rules(db.session), secret_key=current_app.config["SECRET_KEY"], now=now or _now(),
     )
     registration.member.activation_code = registration.activation_code
+    if activated:
+        registration.member.password_hash = _FAST_HASH
+        registration.member.activated_at = now or _now()
     if tier:
         from portal.models import Tier
 

@@ -60,3 +60,13 @@ def test_demo_fills_every_tier_and_prints_logins_once(app, runner):
     assert again.exit_code == 0 and "already" in again.output
     password = result.output.split("cashier")[-1].split()[-1]
     assert password in again.output  # make run shows the demo logins again
+
+
+def test_the_demo_member_can_sign_in_on_the_phone_with_the_printed_login(app, runner, client):
+    result = runner.invoke(args=["demo", "--members", "12", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("member "))
+    _role, phone, password = line.split()
+    response = client.post("/member/login", data={"phone": phone, "password": password})
+    assert response.status_code == 303 and response.headers["Location"] == "/me/"
+    assert "Alice Chen" in client.get("/me/").get_data(as_text=True)
