@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from . import audit, sessions
 from .checkout import CheckoutError
-from .members import age_on, find_by_phone, hash_code, name_key
+from .members import age_on, find_by_phone, hash_code, local_date, name_key
 from .models import (
     ActivationCode,
+    AuthSession,
     Complaint,
     ComplaintEvent,
     LedgerEntry,
@@ -54,8 +55,11 @@ def activate(session: Session, *, phone_e164: str, code: str, password: str, sec
     The code works once, until it expires, and for at most MAX_CODE_ATTEMPTS tries; every wrong try
     counts (the caller commits even when this raises). Every other login of the member ends.
     """
-    wrong = AccountError("code", _l("This phone and code do not match. Check the code, or ask at the till "
-                                    "for a new one."), "wrong_code")
+    # One message for an unknown phone, a wrong code, and a code used up, expired or tried too often:
+    # the page must not tell a stranger which phones belong to members.
+    message = _l("This phone and code do not match, or the code is no longer valid. Check it, or ask at "
+                 "the till for a new code.")
+    wrong = AccountError("code", message, "wrong_code")
     check_password_rules(password)
     member = find_by_phone(session, phone_e164)
     if member is None or member.deleted_at is not None:
@@ -67,11 +71,9 @@ def activate(session: Session, *, phone_e164: str, code: str, password: str, sec
         .order_by(ActivationCode.id.desc()).limit(1).with_for_update()
     ).one_or_none()
     if found is None:
-        raise AccountError("code", _l("This code has expired or was already used. Ask at the till for a new "
-                                      "one."), "code_expired")
+        raise AccountError("code", message, "code_expired")
     if found.attempts >= MAX_CODE_ATTEMPTS:
-        raise AccountError("code", _l("Too many wrong tries for this code. Ask at the till for a new one."),
-                           "too_many_attempts")
+        raise AccountError("code", message, "too_many_attempts")
     if not hmac.compare_digest(found.code_hash, hash_code(normalise_text(code), member.id, secret_key)):
         found.attempts += 1
         raise wrong
@@ -112,12 +114,13 @@ def update_profile(session: Session, member: Member, change: ProfileChange, *, r
         raise AccountError("name", _l("Enter your name."), "missing_field")
     if len(name) > 100:
         raise AccountError("name", _l("Use at most %(count)s characters.", count=100), "too_long")
+    today = local_date(now, member.store.timezone)
     if change.birthday is not None:
-        if change.birthday > now.date():
+        if change.birthday > today:
             raise AccountError("birthday", _l("The birthday cannot be in the future."), "invalid_value")
         if change.birthday < date(1900, 1, 1):
             raise AccountError("birthday", _l("Check the year of the birthday."), "invalid_value")
-        if age_on(change.birthday, now.date()) < rules.guardian_age and not change.guardian_consent:
+        if age_on(change.birthday, today) < rules.guardian_age and not change.guardian_consent:
             raise AccountError("birthday", _l("Members under %(age)s need a parent's or guardian's consent.",
                                               age=rules.guardian_age), "guardian_consent_required")
     if change.locale not in (None, "zh", "en"):
@@ -166,6 +169,7 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
                               .order_by(LedgerEntry.id))
     changes = session.scalars(select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id))
     complaints = session.scalars(select(Complaint).where(Complaint.member_id == member.id).order_by(Complaint.id))
+    logins = session.scalars(select(AuthSession).where(AuthSession.member_id == member.id).order_by(AuthSession.id))
     complaint_list = []
     for complaint in complaints:
         events = session.scalars(
@@ -207,6 +211,8 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
         "tier_changes": [{"from": c.from_tier.code if c.from_tier else None, "to": c.to_tier.code,
                           "reason": c.reason, "at": _iso(c.created_at)} for c in changes],
         "complaints": complaint_list,
+        "logins": [{"started_at": _iso(s.created_at), "ended_at": _iso(s.revoked_at), "ip": s.ip,
+                    "device": s.user_agent} for s in logins],
     }
 
 
@@ -227,4 +233,5 @@ def erase(session: Session, member: Member, *, now: datetime) -> None:
                                                              ActivationCode.used_at.is_(None))):
         code.expires_at = min(code.expires_at, now)
     sessions.end_all(session, member_id=member.id, now=now)
+    session.execute(update(AuthSession).where(AuthSession.member_id == member.id).values(ip=None, user_agent=None))
     audit.record(session, "member.erase", at=now, target=f"member:{member.id}")

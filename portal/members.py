@@ -6,6 +6,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
@@ -102,6 +103,11 @@ def resolve_referrer(session: Session, text: str | None) -> Member | None:
         return find_by_phone(session, normalise_phone(value))
     except PhoneError:
         return None
+
+
+def local_date(moment: datetime, zone: str) -> date:
+    """The calendar day `moment` falls on in a store's time zone (ages and birthdays count in store time)."""
+    return moment.astimezone(ZoneInfo(zone)).date()
 
 
 def age_on(birthday: date, today: date) -> int:

@@ -89,7 +89,8 @@ def register_member():
         guardian_consent=inputs.boolean(data, "guardian_consent"),
         referrer=inputs.string(data, "referrer", max_length=32),
     )
-    form = RegisterForm(formdata=inputs.form_data(**values), meta={"csrf": False})
+    form = RegisterForm(formdata=inputs.form_data(**values), meta={"csrf": False},
+                        store_timezone=g.api_token.store.timezone)
     if not form.validate():
         if form.phone.errors and form.phone_e164 and members.find_by_phone(db.session, form.phone_e164):
             raise ApiError(409, "phone_taken", _("This phone is already registered."), "phone")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import abort, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from .. import api_tokens
 from ..access import access
@@ -19,7 +20,7 @@ TEMPLATE = "manage/api_tokens.html"
 def _token_form(form: ApiTokenForm | None = None) -> ApiTokenForm:
     form = form or ApiTokenForm()
     stores = db.session.scalars(select(Store).where(Store.active.is_(True)).order_by(Store.id)).all()
-    form.store_id.choices = [(store.id, f"{store.code} · {store.name}") for store in stores]
+    form.store_id.choices = [SelectChoice(store.id, f"{store.code} · {store.name}") for store in stores]
     return form
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, DateField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 from ..money import normalise_text
@@ -43,7 +43,7 @@ class ProfileForm(FlaskForm):
     birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
     guardian_consent = BooleanField()
     marketing_consent = BooleanField(_l("Send me offers and news (you can stop them at any time)"))
-    locale = SelectField(_l("Language"), choices=[("zh", "中文"), ("en", "English")])
+    locale = SelectField(_l("Language"), choices=[SelectChoice("zh", "中文"), SelectChoice("en", "English")])
 
     def __init__(self, *args, guardian_age: int = 14, **kwargs):
         super().__init__(*args, **kwargs)

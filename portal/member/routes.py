@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from .. import accounts, audit, ledger, tiers
 from ..access import access
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import LedgerEntry, Member, Purchase, Return, TierChange
 from ..web import now, render_page, rules
 from . import bp
@@ -66,7 +66,7 @@ def card():
 
 def _before() -> int | None:
     value = request.args.get("before", "")
-    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
+    return int(value) if value.isascii() and value.isdigit() and 0 < int(value) < 2**31 else None
 
 
 @bp.route("/history")
@@ -148,8 +148,17 @@ def update_profile():
     return _profile_page(422, form=form)
 
 
+def _password_limit() -> str:
+    return current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"]
+
+
+def _member_key() -> str:
+    return f"member:{current_user.get_id() and me().id}"
+
+
 @bp.route("/password", methods=["POST"])
 @access("member")
+@limiter.limit(_password_limit, key_func=_member_key)
 def change_password():
     """A new password; every other login of the member ends."""
     member = me()
@@ -199,6 +208,7 @@ def confirm_delete():
 
 @bp.route("/delete", methods=["POST"])
 @access("member")
+@limiter.limit(_password_limit, key_func=_member_key)
 def delete_account():
     """Erase the member's personal data and end every login; the books stay, anonymised."""
     member = me()

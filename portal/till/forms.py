@@ -5,6 +5,7 @@ import re
 import uuid
 from datetime import date
 
+from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, HiddenField, StringField
@@ -108,13 +109,14 @@ class RegisterForm(FlaskForm):
     marketing_consent = BooleanField(_l("The member agrees to receive offers and news (optional)"))
     referrer = StringField(_l("Referred by: phone or card (optional)"), filters=[normalise_text])
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, store_timezone: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.guardian_consent.label.text = _l(
             "A parent or guardian agrees (members under %(age)s)", age=rules().guardian_age
         )
         self.phone_e164 = None
         self.referrer_member = None
+        self.store_timezone = store_timezone or current_app.config["BABEL_DEFAULT_TIMEZONE"]
 
     def validate_phone(self, field):
         try:
@@ -130,7 +132,7 @@ class RegisterForm(FlaskForm):
     def validate_birthday(self, field):
         if field.data is None:
             return
-        today = now().date()
+        today = member_service.local_date(now(), self.store_timezone)
         if field.data > today:
             raise ValidationError(_l("The birthday cannot be in the future."))
         if field.data < date(1900, 1, 1):

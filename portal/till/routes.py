@@ -123,7 +123,7 @@ def new_member():
 @access("cashier")
 def register_member():
     """Register a member; show the card number and the one-time activation code."""
-    form = RegisterForm()
+    form = RegisterForm(store_timezone=current_store().timezone)
     if form.validate_on_submit():
         try:
             registration = members.register_member(
