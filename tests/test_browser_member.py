@@ -185,7 +185,8 @@ def test_a_wrong_code_is_shown_beside_the_code_field(browsing, member, db_backen
 
     code = page.locator("main form input[name=code]")
     error = page.locator("#code-error")
-    expect(error).to_have_text("This phone and code do not match. Check the code, or ask at the till for a new one.")
+    expect(error).to_have_text("This phone and code do not match, or the code is no longer valid. Check it, or ask "
+                               "at the till for a new code.")
     expect(page).to_have_url(re.compile(r"/member/activate$"))  # still here, not signed in
     expect(code).to_have_attribute("aria-invalid", "true")
     expect(code).to_have_attribute("aria-describedby", "code-error")
