@@ -283,6 +283,7 @@ class LedgerEntry(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(String(64))  # manual adjustments; unique index below
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"), index=True)
     return_id: Mapped[int | None] = mapped_column(ForeignKey("returns.id"), index=True)
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"))  # goodwill points
     related_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
@@ -448,6 +449,7 @@ class Complaint(db.Model):
     __tablename__ = "complaints"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))  # the form that filed it; unique index below
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), index=True)
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"))
@@ -462,12 +464,15 @@ class Complaint(db.Model):
     first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    rating: Mapped[int | None] = mapped_column(Integer)
+    rating: Mapped[int | None] = mapped_column(Integer)  # the member's rating of the resolution, 1-5
+    reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     member: Mapped[Member | None] = relationship()
     store: Mapped[Store] = relationship()
     purchase: Mapped[Purchase | None] = relationship()
+    staff: Mapped[Staff | None] = relationship(foreign_keys=[staff_id])
+    assigned_to: Mapped[Staff | None] = relationship(foreign_keys=[assigned_to_id])
 
     __table_args__ = (
         CheckConstraint(_in("category", COMPLAINT_CATEGORIES), name="category"),
@@ -475,6 +480,7 @@ class Complaint(db.Model):
         CheckConstraint(_in("status", COMPLAINT_STATUSES), name="status"),
         CheckConstraint(_in("channel", COMPLAINT_CHANNELS), name="channel"),
         CheckConstraint("rating IS NULL OR (rating >= 1 AND rating <= 5)", name="rating"),
+        Index("uq_complaints_idempotency_key", "idempotency_key", unique=True),
     )
 
 
@@ -493,6 +499,27 @@ class ComplaintEvent(db.Model):
     api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    staff: Mapped[Staff | None] = relationship()
+
+
+class VisitRating(db.Model):
+    """A member's one-tap rating of a visit (a purchase), once per purchase; a 1 or 2 opens a follow-up."""
+
+    __tablename__ = "visit_ratings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purchase_id: Mapped[int] = mapped_column(ForeignKey("purchases.id"), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"))  # the follow-up it opened
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    purchase: Mapped[Purchase] = relationship()
+
+    __table_args__ = (CheckConstraint("rating >= 1 AND rating <= 5", name="rating"),)
+
 
 class AuditLog(db.Model):
     __tablename__ = "audit_log"
@@ -509,7 +536,7 @@ class AuditLog(db.Model):
 
 
 __all__ = [
-    "ActivationCode", "ApiRequest", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
+    "ActivationCode", "ApiRequest", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
 ]

@@ -32,6 +32,9 @@ class Rules:
     activation_minutes: int = 30
     tier_retention_days: int = 365
     qualifying_days: int = 365
+    complaint_response_hours: int = 24  # first response due within this long of the complaint
+    complaint_resolution_hours: int = 72  # resolution due within this long (of the complaint, or of a reopening)
+    complaint_reopen_days: int = 7  # a member may reopen a resolved complaint for this long
 
     def points_value_fen(self, points: int) -> int:
         """What a number of points is worth, in fen (rounded down)."""
@@ -63,6 +66,7 @@ BOUNDS = {
     "redeem_cap_percent": (1, 100), "purchase_cap_fen": (100, 10_000_000_000), "expiry_days": (0, 3650),
     "referral_bonus": (0, 1_000_000), "guardian_age": (0, 18), "activation_minutes": (5, 1440),
     "tier_retention_days": (1, 3650), "qualifying_days": (1, 3650),
+    "complaint_response_hours": (1, 720), "complaint_resolution_hours": (1, 2160), "complaint_reopen_days": (0, 90),
 }
 
 
