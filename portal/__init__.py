@@ -19,6 +19,7 @@ from .access import enforce_access, verify_declarations
 from .config import Config, instance_secret_key
 from .database import configure_engine
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
 from .money import format_yuan
 from .phones import display_phone, mask_phone
 
@@ -216,4 +217,7 @@ def _register_template_helpers(app: Flask) -> None:
             "locale": locale,
             "tier_name": lambda tier: tier.name(locale) if tier else "",
             "htmx_src": app.config.get("HTMX_CDN_URL") or None,
+            "complaint_categories": CATEGORY_LABELS,
+            "complaint_severities": SEVERITY_LABELS,
+            "complaint_statuses": STATUS_LABELS,
         }

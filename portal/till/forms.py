@@ -8,12 +8,14 @@ from datetime import date
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, StringField
+from wtforms import BooleanField, DateField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from .. import complaints as complaint_service
 from .. import members as member_service
 from ..cards import CARD_LENGTH, is_valid_card_number
 from ..extensions import db
+from ..models import Purchase
 from ..money import InputError, normalise_text, parse_money, parse_points
 from ..phones import PhoneError, normalise_phone
 from ..web import now, rules
@@ -161,3 +163,42 @@ class RegisterForm(FlaskForm):
             raise ValidationError(_l("No member has this phone or card number."))
         if self.phone_e164 and self.referrer_member.phone == self.phone_e164:
             raise ValidationError(_l("A member cannot refer themselves."))
+
+
+class ComplaintForm(KeyedForm):
+    """A complaint written down at the counter or taken by phone, for a member or an anonymous customer."""
+
+    card_number = StringField(_l("Member's card (leave empty for a customer who is not a member)"),
+                              filters=[normalise_text], validators=[Optional(), Length(max=32)])
+    purchase_id = HiddenField()
+    channel = SelectField(_l("How it came"), choices=[SelectChoice("counter", _l("At the counter")),
+                                                      SelectChoice("phone", _l("By phone"))])
+    category = SelectField(_l("Category"), choices=[SelectChoice(code, label) for code, label
+                                                    in complaint_service.CATEGORY_LABELS.items()])
+    severity = SelectField(_l("Severity"), default="normal", choices=[
+        SelectChoice(code, label) for code, label in complaint_service.SEVERITY_LABELS.items()])
+    description = TextAreaField(_l("What happened"), validators=[
+        DataRequired(_l("Describe what happened.")), Length(max=complaint_service.MAX_DESCRIPTION)])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.member = None
+        self.purchase = None
+
+    def validate_card_number(self, field):
+        if not field.data:
+            return
+        value = field.data.replace(" ", "")
+        if not is_valid_card_number(value):
+            raise ValidationError(_l("This card number has a typo: its check digit does not match."))
+        self.member = member_service.find_by_card(db.session, value)
+        if self.member is None:
+            raise ValidationError(_l("No member has this card number."))
+
+    def validate_purchase_id(self, field):
+        if not field.data:
+            return
+        found = db.session.get(Purchase, int(field.data)) if field.data.isdigit() and len(field.data) < 10 else None
+        if found is None:
+            raise ValidationError(_l("No such purchase."))
+        self.purchase = found

@@ -7,14 +7,14 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit, checkout, ledger, members, points, returns, tiers
+from .. import audit, checkout, complaints, ledger, members, points, returns, tiers
 from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
-from ..models import LedgerEntry, Member, Purchase, Return, TierChange
+from ..models import Complaint, LedgerEntry, Member, Purchase, Return, TierChange
 from ..web import current_store, is_htmx, now, render_page, rules
 from . import bp
-from .forms import AdjustForm, CheckoutForm, RegisterForm, ReturnForm
+from .forms import AdjustForm, CheckoutForm, ComplaintForm, RegisterForm, ReturnForm
 
 TEMPLATE = "till/index.html"
 
@@ -326,6 +326,56 @@ def issue_activation_code(card_number: str):
                              "reissued": True}
     return _written(url_for("till.show_member", card_number=card_number), "member",
                     lambda: _member_context(member))
+
+
+# --- complaints -----------------------------------------------------------------------------------------
+
+@bp.route("/complaints/new")
+@access("cashier")
+def new_complaint():
+    """The complaint form in the panel, for the member (?card=) and purchase (?purchase=) it is about, if any."""
+    form = ComplaintForm(formdata=None)
+    form.card_number.data = request.args.get("card", "")[:32]
+    purchase = db.session.get(Purchase, int(request.args["purchase"])) if request.args.get(
+        "purchase", "").isdigit() and len(request.args["purchase"]) < 10 else None
+    if purchase is not None:
+        form.purchase_id.data = str(purchase.id)
+        form.card_number.data = form.card_number.data or (purchase.member.card_number
+                                                           if purchase.member.deleted_at is None else "")
+    return _panel("complaint_form", complaint_form=form, purchase=purchase)
+
+
+@bp.route("/complaints", methods=["POST"])
+@access("cashier")
+def file_complaint():
+    """Write down a complaint at the counter (or taken by phone); once per form key."""
+    form = ComplaintForm()
+    if form.validate_on_submit():
+        try:
+            complaint = complaints.file_complaint(
+                db.session, store=current_store(), category=form.category.data, severity=form.severity.data,
+                description=form.description.data, channel=form.channel.data, member=form.member,
+                purchase=form.purchase, staff=current_user, idempotency_key=form.idempotency_key.data, now=now(),
+            )
+        except complaints.ComplaintError as error:
+            db.session.rollback()
+            _show_error(form, error)
+        else:
+            db.session.commit()
+            return _written(url_for("till.show_complaint", complaint_id=complaint.id), "complaint_logged",
+                            lambda: {"complaint": complaint})
+    db.session.rollback()
+    return _panel("complaint_form", 422, complaint_form=form, purchase=form.purchase)
+
+
+@bp.route("/complaints/<id:complaint_id>")
+@access("cashier")
+def show_complaint(complaint_id: int):
+    """The complaint just logged, with its number to give the customer; staff see their own store's."""
+    complaint = db.session.get(Complaint, complaint_id)
+    if complaint is None or (current_user.role != "admin" and complaint.store_id != current_store().id):
+        abort(404)
+    return _panel("complaint_logged", complaint=complaint)
 
 
 # --- manual adjustments ---------------------------------------------------------------------------------
