@@ -49,7 +49,14 @@ BOB_PHONE = "+8613933334444"
 
 MEMBER_GET_PAGES = ["/me/", "/me/card", "/me/history", "/me/history?show=purchases", "/me/history?show=tiers",
                     "/me/profile", "/me/data", "/me/delete"]
-MEMBER_POSTS = ["/me/profile", "/me/password", "/me/data.json", "/me/delete"]
+MEMBER_POSTS = ["/me/profile", "/me/password", "/me/data.json", "/me/delete", "/me/complaints"]
+# Routes about one of the member's own rows (a complaint, a visit); tests/test_member_complaints.py tries
+# other members' ids on each of them.
+MEMBER_OWNED_ROUTES = {
+    ("/me/complaints", "GET"), ("/me/complaints/new", "GET"), ("/me/complaints/<id:complaint_id>", "GET"),
+    ("/me/complaints/<id:complaint_id>/reopen", "POST"), ("/me/complaints/<id:complaint_id>/rating", "POST"),
+    ("/me/visits/<id:purchase_id>/rating", "POST"),
+}
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -1000,7 +1007,8 @@ def assert_nothing_of_bob(response, bob: dict) -> None:
 def test_every_member_route_is_covered_by_the_isolation_tests(app):
     routes = {(rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint.startswith("member.")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
-    covered = {(path.split("?")[0], "GET") for path in MEMBER_GET_PAGES} | {(path, "POST") for path in MEMBER_POSTS}
+    covered = ({(path.split("?")[0], "GET") for path in MEMBER_GET_PAGES} | {(path, "POST") for path in MEMBER_POSTS}
+               | MEMBER_OWNED_ROUTES)
     assert routes == covered
 
 

@@ -3,10 +3,21 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
+from .. import complaints as complaint_service
 from ..money import normalise_text
+from ..till.forms import KeyedForm
 from ..phones import PhoneError, normalise_phone
 
 
@@ -64,3 +75,22 @@ class DeleteForm(FlaskForm):
     password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
     understood = BooleanField(_l("I understand that my account is deleted for good"),
                               validators=[DataRequired(_l("Tick the box to confirm."))])
+
+
+class MemberComplaintForm(KeyedForm):
+    """A complaint the member files from the phone, optionally about one of their purchases."""
+
+    category = SelectField(_l("What is it about?"), choices=[
+        SelectChoice(code, label) for code, label in complaint_service.CATEGORY_LABELS.items()])
+    purchase_id = SelectField(_l("Which visit (optional)"), choices=[SelectChoice("", "—")], validate_choice=True)
+    description = TextAreaField(_l("What happened"), validators=[
+        DataRequired(_l("Describe what happened.")), Length(max=complaint_service.MAX_DESCRIPTION)])
+
+
+class ReopenForm(FlaskForm):
+    body = TextAreaField(_l("Why is it not solved? (optional)"), validators=[Length(max=2000)])
+
+
+class VisitRatingForm(FlaskForm):
+    rating = SelectField(choices=[SelectChoice(str(n), str(n)) for n in range(1, 6)])
+    comment = TextAreaField(_l("Anything to add? (optional)"), validators=[Length(max=2000)])

@@ -7,18 +7,28 @@ from datetime import timedelta
 
 import segno
 from flask import abort, current_app, redirect, request, session, url_for
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from markupsafe import Markup
 from sqlalchemy import select
+from wtforms import SelectChoice
 
-from .. import accounts, audit, ledger, tiers
+from .. import accounts, audit, complaints, ledger, tiers
 from ..access import access
 from ..extensions import db, limiter
-from ..models import LedgerEntry, Member, Purchase, Return, TierChange
-from ..web import now, render_page, rules
+from ..models import Complaint, ComplaintEvent, LedgerEntry, Member, Purchase, Return, Store, TierChange
+from ..money import format_yuan
+from ..web import is_htmx, now, render_page, rules
 from . import bp
-from .forms import DeleteForm, PasswordForm, ProfileForm
+from .forms import (
+    DeleteForm,
+    MemberComplaintForm,
+    PasswordForm,
+    ProfileForm,
+    ReopenForm,
+    VisitRatingForm,
+)
 
 PAGE_SIZE = 20
 HISTORY_VIEWS = ("points", "purchases", "tiers")
@@ -50,6 +60,7 @@ def home():
         progress=tiers.progress(levels, member.tier, spend),
         keeping=tiers.keeping(levels, member, spend, current_rules.tier_retention_days),
         recent=recent, rules=current_rules,
+        visit=complaints.unrated_visit(db.session, member, moment), rating_form=VisitRatingForm(formdata=None),
     )
 
 
@@ -223,3 +234,162 @@ def delete_account():
             session.clear()
             return redirect(url_for("auth.member_login", deleted=1), code=303)
     return render_page("member/delete.html", status=422, member=member, form=form)
+
+
+# --- visit ratings and complaints -------------------------------------------------------------------------
+
+def _my_purchase(purchase_id: int) -> Purchase:
+    purchase = db.session.get(Purchase, purchase_id)
+    if purchase is None or purchase.member_id != me().id:
+        abort(404)
+    return purchase
+
+
+@bp.route("/visits/<id:purchase_id>/rating", methods=["POST"])
+@access("member")
+def rate_visit(purchase_id: int):
+    """The one-tap rating of a visit (1-5, optional comment), once per purchase; 1 or 2 opens a follow-up."""
+    purchase = _my_purchase(purchase_id)
+    form = VisitRatingForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            complaints.rate_visit(db.session, member=me(), purchase=purchase, rating=int(form.rating.data),
+                                  comment=form.comment.data, now=now())
+        except complaints.ComplaintError as refusal:
+            db.session.rollback()
+            error = refusal.message
+        else:
+            db.session.commit()
+            if is_htmx():
+                return render_page("member/_visit_thanks.html", low=int(form.rating.data) <= 2)
+            return redirect(url_for("member.home", rated=purchase.id), code=303)
+    else:
+        error = _("Choose from 1 to 5.")
+    db.session.rollback()
+    return render_page("member/_visit_thanks.html", status=422, error=error)
+
+
+def _complaint_form(form: MemberComplaintForm | None = None) -> MemberComplaintForm:
+    member = me()
+    form = form or MemberComplaintForm(formdata=None)
+    recent = db.session.scalars(
+        select(Purchase).where(Purchase.member_id == member.id).order_by(Purchase.id.desc()).limit(20)
+    ).all()
+    form.purchase_id.choices = [SelectChoice("", _("No particular visit"))] + [
+        SelectChoice(str(p.id), f"{format_datetime(p.created_at, 'short')} · {p.store.name} · {format_yuan(p.gross_fen)}")
+        for p in recent
+    ]
+    return form
+
+
+@bp.route("/complaints")
+@access("member")
+def my_complaints():
+    """The member's complaints and where each stands."""
+    member = me()
+    rows = db.session.scalars(
+        select(Complaint).where(Complaint.member_id == member.id).order_by(Complaint.id.desc())
+    ).all()
+    return render_page("member/complaints.html", member=member, complaints=rows)
+
+
+@bp.route("/complaints/new")
+@access("member")
+def new_complaint():
+    """The complaint form; ?purchase= preselects one of the member's own visits."""
+    form = _complaint_form()
+    wanted = request.args.get("purchase", "")
+    if wanted in {choice.value for choice in form.purchase_id.choices}:
+        form.purchase_id.data = wanted
+    return render_page("member/complaint_form.html", member=me(), form=form)
+
+
+@bp.route("/complaints", methods=["POST"])
+@access("member")
+def file_complaint():
+    """File a complaint from the phone, at the store of the visit it is about (else where they joined)."""
+    member = me()
+    form = _complaint_form(MemberComplaintForm())
+    if form.validate_on_submit():
+        purchase = _my_purchase(int(form.purchase_id.data)) if form.purchase_id.data else None
+        store = purchase.store if purchase else db.session.get(Store, member.store_id)
+        try:
+            complaint = complaints.file_complaint(
+                db.session, store=store, category=form.category.data, severity="normal",
+                description=form.description.data, channel="member", member=member, purchase=purchase,
+                idempotency_key=form.idempotency_key.data, now=now(),
+            )
+        except complaints.ComplaintError as error:
+            db.session.rollback()
+            getattr(form, error.field or "description").errors = [error.message]
+        else:
+            db.session.commit()
+            return redirect(url_for("member.show_complaint", complaint_id=complaint.id), code=303)
+    db.session.rollback()
+    return render_page("member/complaint_form.html", status=422, member=member, form=form)
+
+
+def _my_complaint(complaint_id: int) -> Complaint:
+    complaint = db.session.get(Complaint, complaint_id)
+    if complaint is None or complaint.member_id != me().id:
+        abort(404)
+    return complaint
+
+
+def _complaint_page(complaint: Complaint, status: int = 200, reopen_form: ReopenForm | None = None,
+                    error: str | None = None):
+    events = db.session.scalars(
+        select(ComplaintEvent).where(ComplaintEvent.complaint_id == complaint.id,
+                                     ComplaintEvent.visible_to_member.is_(True)).order_by(ComplaintEvent.id)
+    ).all()
+    return render_page(
+        "member/complaint.html", "complaint", status=status, member=me(), complaint=complaint, events=events,
+        can_reopen=complaints.can_reopen(complaint, rules(), now()), reopen_form=reopen_form or ReopenForm(),
+        can_rate=complaint.status in ("resolved", "closed") and complaint.rating is None, error=error,
+        reopen_days=rules().complaint_reopen_days,
+    )
+
+
+@bp.route("/complaints/<id:complaint_id>")
+@access("member")
+def show_complaint(complaint_id: int):
+    """One complaint's timeline: the steps and the replies meant for the member."""
+    return _complaint_page(_my_complaint(complaint_id))
+
+
+@bp.route("/complaints/<id:complaint_id>/reopen", methods=["POST"])
+@access("member")
+def reopen_complaint(complaint_id: int):
+    """Not solved after all: reopen within the days allowed after the resolution."""
+    _my_complaint(complaint_id)
+    complaint = complaints.lock(db.session, complaint_id)
+    form = ReopenForm()
+    if form.validate_on_submit():
+        try:
+            complaints.reopen(db.session, complaint, member=me(), body=form.body.data, rules=rules(), now=now())
+        except complaints.ComplaintError as error:
+            db.session.rollback()
+            return _complaint_page(_my_complaint(complaint_id), 422, form, error.message)
+        db.session.commit()
+        return redirect(url_for("member.show_complaint", complaint_id=complaint_id), code=303)
+    db.session.rollback()
+    return _complaint_page(_my_complaint(complaint_id), 422, form)
+
+
+@bp.route("/complaints/<id:complaint_id>/rating", methods=["POST"])
+@access("member")
+def rate_complaint(complaint_id: int):
+    """Rate how the complaint was resolved, 1 to 5, once."""
+    _my_complaint(complaint_id)
+    complaint = complaints.lock(db.session, complaint_id)
+    value = request.form.get("rating", "")
+    try:
+        if not (value.isascii() and value.isdigit()):
+            raise complaints.ComplaintError("rating", _("Choose from 1 to 5."), "invalid_rating")
+        complaints.rate(db.session, complaint, member=me(), rating=int(value), now=now())
+    except complaints.ComplaintError as error:
+        db.session.rollback()
+        return _complaint_page(_my_complaint(complaint_id), 422, error=error.message)
+    db.session.commit()
+    return redirect(url_for("member.show_complaint", complaint_id=complaint_id), code=303)
