@@ -81,7 +81,8 @@ def _event(session: Session, complaint: Complaint, kind: str, *, at: datetime, b
     session.add(event)
     audit.record(session, f"complaint.{kind}", at=at, staff_id=staff.id if staff else None,
                  store_id=complaint.store_id, target=f"complaint:{complaint.id}",
-                 after={"status": complaint.status, **({"text": body} if body and not visible else {})})
+                 after={"status": complaint.status, **({"member_id": member.id} if member else {}),
+                        **({"text": body} if body and not visible else {})})
     return event
 
 
@@ -121,7 +122,7 @@ def file_complaint(
     except IntegrityError:  # the same form, sent twice at once: the other request filed it
         return session.scalars(select(Complaint).where(Complaint.idempotency_key == idempotency_key)).one()
     _event(session, complaint, "opened", at=now, body=text, visible=True, staff=staff,
-           member=member if channel == "member" else None, api_token_id=api_token_id)
+           member=member if channel in ("member", "survey") else None, api_token_id=api_token_id)
     return complaint
 
 
@@ -134,13 +135,16 @@ def lock(session: Session, complaint_id: int) -> Complaint | None:
 
 
 def _refuse(complaint: Complaint, action: str):
-    messages = {
-        "closed": _l("This complaint is closed."),
-        "resolved": _l("This complaint is already resolved."),
-        "acknowledged": _l("This complaint is already acknowledged."),
-        "open": _l("This complaint is not resolved yet."),
-    }
-    return ComplaintError(None, messages[complaint.status], "illegal_transition")
+    """Why `action` cannot be done in the complaint's present state."""
+    if complaint.status == "closed":
+        message = _l("This complaint is closed.")
+    elif action in ("close", "rate", "reopen") and complaint.status in ACTIVE:
+        message = _l("This complaint is not resolved yet.")
+    elif complaint.status == "resolved":
+        message = _l("This complaint is already resolved.")
+    else:
+        message = _l("This complaint is already acknowledged.")
+    return ComplaintError(None, message, "illegal_transition")
 
 
 def acknowledge(session: Session, complaint: Complaint, *, staff: Staff, now: datetime) -> ComplaintEvent:
@@ -243,11 +247,13 @@ def rate(session: Session, complaint: Complaint, *, member: Member, rating: int,
 def grant_goodwill(session: Session, complaint: Complaint, *, staff: Staff, points: int, store: Store,
                    rules: Rules, idempotency_key: str, now: datetime) -> LedgerEntry:
     """Goodwill points, posted as a `bonus` entry linked to the complaint. Once per form key."""
-    existing = session.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
-    if existing is not None:
-        return existing
     if not staff.has_role("manager"):
         raise ComplaintError(None, _l("Only managers can grant goodwill points."), "forbidden")
+    existing = session.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        if existing.complaint_id != complaint.id:
+            raise ComplaintError(None, _l("This form was already used. Reload the page."), "idempotency_key_reused")
+        return existing
     if complaint.member_id is None:
         raise ComplaintError("points", _l("This complaint has no member to give points to."), "no_member")
     if not 0 < points <= MAX_GOODWILL:
