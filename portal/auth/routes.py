@@ -1,6 +1,7 @@
 """Signing in and out: staff with a username, members with their phone; members activate with the
 till's one-time code."""
 import secrets
+from datetime import datetime, timezone
 
 from flask import current_app, redirect, request, session, url_for
 from flask_babel import gettext as _
@@ -60,11 +61,13 @@ def _sign_in(user: Staff | Member) -> None:
     if lang:
         session["lang"] = lang
     kind = {"staff": user} if isinstance(user, Staff) else {"member": user}
+    # Logins live on the real clock, like the checks that load them (a frozen test clock must not end them).
+    moment = datetime.now(timezone.utc)
     user.auth_token = auth_sessions.start(db.session, ip=request.remote_addr, user_agent=request.user_agent.string,
-                                          now=now(), **kind)
+                                          now=moment, **kind)
     db.session.commit()
     login_user(user)
-    session["seen"] = int(now().timestamp())
+    session["seen"] = int(moment.timestamp())
 
 
 @bp.route("/member/login", methods=["GET", "POST"])
