@@ -28,6 +28,7 @@ from .models import (
     Purchase,
     Return,
     TierChange,
+    VisitRating,
 )
 from .money import normalise_text
 from .rules import Rules
@@ -170,6 +171,7 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
     changes = session.scalars(select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id))
     complaints = session.scalars(select(Complaint).where(Complaint.member_id == member.id).order_by(Complaint.id))
     logins = session.scalars(select(AuthSession).where(AuthSession.member_id == member.id).order_by(AuthSession.id))
+    visits = session.scalars(select(VisitRating).where(VisitRating.member_id == member.id).order_by(VisitRating.id))
     complaint_list = []
     for complaint in complaints:
         events = session.scalars(
@@ -211,6 +213,8 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
         "tier_changes": [{"from": c.from_tier.code if c.from_tier else None, "to": c.to_tier.code,
                           "reason": c.reason, "at": _iso(c.created_at)} for c in changes],
         "complaints": complaint_list,
+        "visit_ratings": [{"purchase_id": v.purchase_id, "rating": v.rating, "comment": v.comment,
+                           "at": _iso(v.created_at)} for v in visits],
         "logins": [{"started_at": _iso(s.created_at), "ended_at": _iso(s.revoked_at), "ip": s.ip,
                     "device": s.user_agent} for s in logins],
     }
