@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from portal import complaints
 from portal.extensions import db
 from portal.models import AuditLog, Complaint, ComplaintEvent, LedgerEntry, Member, Staff, Store
-from portal.rules import set_rule
+from portal.rules import load_rules, set_rule
 
 from . import factories
 from .conftest import FIXED_NOW
@@ -669,3 +669,38 @@ def test_today_starts_at_local_midnight(app, manager):
     assert figure(response, "complaints") == "1"
     assert "from June 15, 2026 to now" in text_of(response)
     assert figure(manager.get(f"{FIGURES}?period=7"), "complaints") == "2"
+
+
+# --- the time limits, edited by an admin ------------------------------------------------------------------
+
+def test_an_admin_changes_the_time_limits_and_the_change_is_audited(app, client, login):
+    login(client, "admin")
+    page = client.get("/manage/complaints")
+    assert "Change the time limits" in page.get_data(as_text=True)
+    response = client.post("/manage/complaints/service-levels",
+                           data={"complaint_response_hours": "12", "complaint_resolution_hours": "48"})
+    assert response.status_code == 303
+    with app.app_context():
+        current = load_rules(db.session)
+        assert (current.complaint_response_hours, current.complaint_resolution_hours) == (12, 48)
+        actions = db.session.scalars(select(AuditLog.target).where(AuditLog.action == "rules.set")).all()
+        assert sorted(actions) == ["rule:complaint_resolution_hours", "rule:complaint_response_hours"]
+    assert "within 12 hours" in client.get("/manage/complaints?saved=1").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("hours", ["0", "abc", "", "99999"])
+def test_a_bad_time_limit_is_refused_beside_the_field_and_nothing_changes(app, client, login, hours):
+    login(client, "admin")
+    response = client.post("/manage/complaints/service-levels",
+                           data={"complaint_response_hours": hours, "complaint_resolution_hours": "48"})
+    assert response.status_code == 422
+    assert "Enter a whole number of hours from 1 to 720." in response.get_data(as_text=True)
+    with app.app_context():
+        assert load_rules(db.session).complaint_resolution_hours == 72
+
+
+def test_managers_cannot_change_the_chains_time_limits(app, client, login):
+    login(client, "manager")
+    assert "Change the time limits" not in client.get("/manage/complaints").get_data(as_text=True)
+    assert client.post("/manage/complaints/service-levels",
+                       data={"complaint_response_hours": "1", "complaint_resolution_hours": "2"}).status_code == 403

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select
 from wtforms import SelectChoice
 
 from .. import complaints
+from .. import rules as rules_service
 from ..access import access
 from ..extensions import db
 from ..models import Complaint, ComplaintEvent, LedgerEntry, Staff, Store
@@ -31,6 +32,7 @@ from .forms import (
     QueueFilterForm,
     ReplyForm,
     ResolveForm,
+    ServiceLevelForm,
 )
 
 QUEUE = "manage/complaints.html"
@@ -155,9 +157,48 @@ def list_complaints():
     )
     items = [(complaint, complaints.clock(complaint, current_rules, moment)) for complaint in rows]
     return render_page(QUEUE, "list", form=form, items=items, admin=admin, moment=moment,
+                       levels_form=_levels_form() if admin else None, levels_saved=request.args.get("saved"),
                        response_limit=timedelta(hours=current_rules.complaint_response_hours),
                        resolution_limit=timedelta(hours=current_rules.complaint_resolution_hours),
                        limit_reached=len(rows) >= 200, **FORMATTERS)
+
+
+def _levels_form(form: ServiceLevelForm | None = None) -> ServiceLevelForm:
+    if form is None:
+        form = ServiceLevelForm(formdata=None)
+        form.complaint_response_hours.data = str(rules().complaint_response_hours)
+        form.complaint_resolution_hours.data = str(rules().complaint_resolution_hours)
+    return form
+
+
+@bp.route("/complaints/service-levels", methods=["POST"])
+@access("admin")
+def update_service_levels():
+    """Change the complaint time limits for the whole chain (audited, from the next request on)."""
+    form = ServiceLevelForm()
+    if form.validate_on_submit():
+        failed = False
+        for field in (form.complaint_response_hours, form.complaint_resolution_hours):
+            try:
+                value = rules_service.parse_rule(field.name, field.data or "")
+            except rules_service.RuleError:
+                low, high = rules_service.BOUNDS[field.name]
+                field.errors = [_l("Enter a whole number of hours from %(low)s to %(high)s.", low=low, high=high)]
+                failed = True
+                continue
+            if value != getattr(rules(), field.name):
+                rules_service.set_rule(db.session, field.name, str(value), staff=current_user, now=now())
+        if not failed:
+            db.session.commit()
+            return redirect(url_for("manage.list_complaints", saved=1), code=303)
+    db.session.rollback()
+    filters = QueueFilterForm(formdata=None)
+    filters.store.choices = _store_choices(_all_stores())
+    return render_page(QUEUE, status=422, form=filters, items=[], admin=True,
+                       moment=now(), levels_form=_levels_form(form), levels_saved=None,
+                       response_limit=timedelta(hours=rules().complaint_response_hours),
+                       resolution_limit=timedelta(hours=rules().complaint_resolution_hours),
+                       limit_reached=False, **FORMATTERS)
 
 
 # --- one complaint --------------------------------------------------------------------------------------

@@ -73,6 +73,13 @@ class FiguresFilterForm(Form):
         return self.period.data if self.period.data in ("today", "7", "30", "90") else "7"
 
 
+class ServiceLevelForm(FlaskForm):
+    """The complaint time limits, in hours (rules for the whole chain; admins only)."""
+
+    complaint_response_hours = StringField(_l("First response within (hours)"))
+    complaint_resolution_hours = StringField(_l("Resolution within (hours)"))
+
+
 class AcknowledgeForm(FlaskForm):
     """The first response, with nothing to fill in."""
 
