@@ -218,8 +218,9 @@ def reopen(session: Session, complaint: Complaint, *, member: Member, body: str 
     if complaint.status != "resolved":
         raise _refuse(complaint, "reopen")
     if not can_reopen(complaint, rules, now):
-        raise ComplaintError(None, _l("A complaint can be reopened for %(days)s days after it is resolved.",
-                                      days=rules.complaint_reopen_days), "reopen_window_passed")
+        raise ComplaintError(None, _l("This complaint can no longer be reopened: more than %(days)s days have "
+                                      "passed since it was resolved.", days=rules.complaint_reopen_days),
+                             "reopen_window_passed")
     text = clean_text(body)
     if len(text) > MAX_REPLY:
         raise ComplaintError("body", _l("Use at most %(count)s characters.", count=MAX_REPLY), "too_long")

@@ -180,7 +180,7 @@ def test_reopening_after_the_window_is_refused_and_changes_nothing(app, alice_cl
     assert "Not solved?" not in text_of(alice_client.get(f"/me/complaints/{complaint_id}"))
     response = alice_client.post(f"/me/complaints/{complaint_id}/reopen", data={"body": "late"})
     assert response.status_code == 422
-    assert "can be reopened for 7 days" in text_of(response)
+    assert "can no longer be reopened: more than 7 days have passed" in text_of(response)
     with app.app_context():
         assert db.session.get(Complaint, complaint_id).status == "resolved"
         assert count(ComplaintEvent) == events
