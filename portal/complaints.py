@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import case, func, select
+from sqlalchemy import case, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -373,12 +373,13 @@ def rate_visit(session: Session, *, member: Member, purchase: Purchase, rating: 
 
 
 def unrated_visit(session: Session, member: Member, now: datetime, days: int = 14) -> Purchase | None:
-    """The member's latest purchase of the last `days` that has no rating yet, to offer the one-tap rating."""
+    """The member's latest purchase of the last `days` with no rating and no complaint yet, to offer the
+    one-tap rating (a visit already complained about is being looked into; asking again would double it)."""
     return session.scalars(
         select(Purchase)
         .outerjoin(VisitRating, VisitRating.purchase_id == Purchase.id)
         .where(Purchase.member_id == member.id, Purchase.created_at > now - timedelta(days=days),
-               VisitRating.id.is_(None))
+               VisitRating.id.is_(None), ~exists().where(Complaint.purchase_id == Purchase.id))
         .order_by(Purchase.id.desc()).limit(1)
     ).first()
 

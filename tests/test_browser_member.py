@@ -22,57 +22,14 @@ from portal.extensions import db
 
 from . import factories
 from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
-    ARTIFACTS, REPORT_CSP_VIOLATIONS, TIMEOUT_MS, assert_same_page, browser, browsing, expect, live_server,
-    mark_page, sign_in,
+    ARTIFACTS, PHONE, PHONE_HEIGHT, PHONE_WIDTH, assert_clear_of_the_menu, assert_fits_the_phone, assert_same_page,
+    browser, browsing, expect, live_server, mark_page, phone_page, sign_in,
 )
 
 pytestmark = pytest.mark.slow
 
-PHONE_WIDTH, PHONE_HEIGHT = 390, 844
-SIZE = {"width": PHONE_WIDTH, "height": PHONE_HEIGHT}
-PHONE = {"viewport": SIZE, "screen": SIZE, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
 MEMBER_PHONE = "+8613912345678"
 NEW_PASSWORD = "plum blossom 2026"
-
-
-def phone_page(browsing, locale: str = "en-US"):
-    """A page in a new phone-sized browser context, reporting into browsing.problems as Browsing.page() does.
-
-    (Browsing.page() always opens a 1280×900 desktop window.)"""
-    context = browsing.browser.new_context(base_url=browsing.base_url, locale=locale, **PHONE)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(REPORT_CSP_VIOLATIONS)
-    browsing.contexts.append(context)
-    page = context.new_page()
-
-    def on_console(message) -> None:
-        if message.type == "error":
-            browsing.problems.append(f"console error at {message.location.get('url')}: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: browsing.problems.append(f"page error on {page.url}: {error}"))
-    return page
-
-
-def assert_fits_the_phone(page) -> None:
-    """Nothing makes the page scroll sideways on the phone."""
-    widths = page.evaluate(
-        "({scroll: document.documentElement.scrollWidth, inner: window.innerWidth, "
-        "body: document.body.scrollWidth})"
-    )
-    assert widths["inner"] == PHONE_WIDTH, f"the layout viewport is not the phone's width on {page.url}: {widths}"
-    assert widths["scroll"] <= widths["inner"], f"{page.url} overflows horizontally: {widths}"
-    assert widths["body"] <= widths["inner"], f"{page.url} overflows horizontally: {widths}"
-
-
-def assert_clear_of_the_menu(page, last) -> None:
-    """Scrolled to the end, the page's last content sits above the fixed bottom menu, not under it."""
-    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
-    page.wait_for_function("Math.ceil(window.scrollY + window.innerHeight) >= document.documentElement.scrollHeight")
-    menu, end = page.locator("nav.member-nav").bounding_box(), last.bounding_box()
-    assert menu and end
-    assert end["y"] + end["height"] <= menu["y"], f"{page.url}: the last content {end} is under the menu {menu}"
-    page.evaluate("window.scrollTo(0, 0)")
 
 
 def activate(page, phone: str, code: str) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import func, select
 
 from portal import complaints, ledger
@@ -859,7 +860,8 @@ def test_a_refusal_says_why_in_words_for_the_action_tried(w, status, action, mes
             step(db.session, c, staff=w.manager, now=T0 + 5 * H)
         else:
             complaints.resolve(db.session, c, staff=w.manager, body=None, now=T0 + 5 * H)
-    assert str(refused.value.message) == message
+    with force_locale("en"):
+        assert str(refused.value.message) == message
 
 
 def test_a_poor_visit_ratings_follow_up_names_the_member_who_opened_it(w):
@@ -877,3 +879,10 @@ def test_a_goodwill_key_used_for_another_complaint_is_refused(w):
         complaints.grant_goodwill(db.session, second, staff=w.manager, points=50, store=w.store, rules=rules(),
                                   idempotency_key="goodwill-key-0001", now=T0 + 4 * H)
     assert refused.value.code == "idempotency_key_reused"
+
+
+def test_a_visit_already_complained_about_is_not_offered_for_rating(w):
+    sale = factories.purchase(w.member, 5_000, now=T0).purchase
+    assert complaints.unrated_visit(db.session, w.member, T0 + H) == sale
+    file(w, member=w.member, purchase=sale, now=T0 + H)
+    assert complaints.unrated_visit(db.session, w.member, T0 + 2 * H) is None

@@ -277,7 +277,7 @@ def _complaint_form(form: MemberComplaintForm | None = None) -> MemberComplaintF
         select(Purchase).where(Purchase.member_id == member.id).order_by(Purchase.id.desc()).limit(20)
     ).all()
     form.purchase_id.choices = [SelectChoice("", _("No particular visit"))] + [
-        SelectChoice(str(p.id), f"{format_datetime(p.created_at, 'short')} · {p.store.name} · {format_yuan(p.gross_fen)}")
+        SelectChoice(str(p.id), f"{format_yuan(p.gross_fen)} · {format_datetime(p.created_at, 'short')} · {p.store.name}")
         for p in recent
     ]
     return form
