@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from portal.extensions import db
+
 from . import factories
 from .live_server import LiveServer
 
@@ -150,3 +152,28 @@ def assert_clear_of_the_menu(page, last) -> None:
     assert menu and end
     assert end["y"] + end["height"] <= menu["y"], f"{page.url}: the last content {end} is under the menu {menu}"
     page.evaluate("window.scrollTo(0, 0)")
+
+
+# --- staff who sign in ----------------------------------------------------------------------------------
+
+def _staff(app, role: str) -> str:
+    """A member of staff of the test store; returns the username (the password is factories.PASSWORD)."""
+    with app.app_context():
+        username = factories.staff(role=role).username
+        db.session.commit()
+    return username
+
+
+@pytest.fixture
+def cashier(app) -> str:
+    return _staff(app, "cashier")
+
+
+@pytest.fixture
+def manager(app) -> str:
+    return _staff(app, "manager")
+
+
+@pytest.fixture
+def admin(app) -> str:
+    return _staff(app, "admin")

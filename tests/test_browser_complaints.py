@@ -18,8 +18,8 @@ import pytest
 from portal.extensions import db
 
 from . import factories
-from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
-    ARTIFACTS, assert_clear_of_the_menu, assert_fits_the_phone, assert_same_page, browser, browsing, expect,
+from .browser import (  # noqa: F401  (browser, live_server, browsing and staff are fixtures)
+    manager, ARTIFACTS, assert_clear_of_the_menu, assert_fits_the_phone, assert_same_page, browser, browsing, expect,
     live_server, mark_page, phone_page, sign_in,
 )
 
@@ -39,15 +39,6 @@ def member(app) -> dict:
         purchase = factories.purchase(person, gross_fen=88_800).purchase
         db.session.commit()
         return {"name": person.name, "card": person.card_number, "purchase_id": purchase.id}
-
-
-@pytest.fixture
-def manager(app) -> str:
-    """A manager of the member's store (S001); returns the username (the password is factories.PASSWORD)."""
-    with app.app_context():
-        username = factories.staff(role="manager").username
-        db.session.commit()
-    return username
 
 
 def member_sign_in(page, phone: str) -> None:

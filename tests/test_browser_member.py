@@ -21,8 +21,8 @@ from portal import rules as portal_rules
 from portal.extensions import db
 
 from . import factories
-from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
-    ARTIFACTS, PHONE, PHONE_HEIGHT, PHONE_WIDTH, assert_clear_of_the_menu, assert_fits_the_phone, assert_same_page,
+from .browser import (  # noqa: F401  (browser, live_server, browsing and staff are fixtures)
+    cashier, ARTIFACTS, PHONE, PHONE_HEIGHT, PHONE_WIDTH, assert_clear_of_the_menu, assert_fits_the_phone, assert_same_page,
     browser, browsing, expect, live_server, mark_page, phone_page, sign_in,
 )
 
@@ -41,15 +41,6 @@ def activate(page, phone: str, code: str) -> None:
     form.locator("input[name=password]").fill(NEW_PASSWORD)
     form.locator("input[name=confirm]").fill(NEW_PASSWORD)
     form.locator("button[type=submit]").click()
-
-
-@pytest.fixture
-def cashier(app) -> str:
-    """A cashier of the test store; returns the username (the password is factories.PASSWORD)."""
-    with app.app_context():
-        username = factories.staff(role="cashier").username
-        db.session.commit()
-    return username
 
 
 @pytest.fixture

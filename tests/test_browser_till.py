@@ -12,20 +12,11 @@ import pytest
 from portal.extensions import db
 
 from . import factories
-from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
-    ARTIFACTS, assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
+from .browser import (  # noqa: F401  (browser, live_server, browsing and staff are fixtures)
+    cashier, ARTIFACTS, assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cashier(app) -> str:
-    """A cashier of the test store; returns the username (the password is factories.PASSWORD)."""
-    with app.app_context():
-        username = factories.staff(role="cashier").username
-        db.session.commit()
-    return username
 
 
 def record_purchase(page, amount: str) -> None:

@@ -11,25 +11,13 @@ import re
 
 import pytest
 
-from portal.extensions import db
-
-from . import factories
-from .browser import (  # noqa: F401  (browser, live_server and browsing are fixtures)
-    assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
+from .browser import (  # noqa: F401  (browser, live_server, browsing and staff are fixtures)
+    admin, assert_same_page, browser, browsing, expect, live_server, mark_page, sign_in,
 )
 
 pytestmark = pytest.mark.slow
 
 LOOKUP = "/api/v1/members/lookup?q=1234"
-
-
-@pytest.fixture
-def admin(app) -> str:
-    """An administrator of the test store; returns the username (the password is factories.PASSWORD)."""
-    with app.app_context():
-        username = factories.staff(role="admin").username
-        db.session.commit()
-    return username
 
 
 def call_api(page, token: str):
