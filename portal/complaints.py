@@ -74,13 +74,13 @@ def _checked_text(text: str | None, field: str, limit: int, missing) -> str:
 
 def _event(session: Session, complaint: Complaint, kind: str, *, at: datetime, body: str | None = None,
            visible: bool = False, staff: Staff | None = None, member: Member | None = None,
-           api_token_id: int | None = None) -> ComplaintEvent:
+           api_token_id: int | None = None, ip: str | None = None) -> ComplaintEvent:
     event = ComplaintEvent(complaint_id=complaint.id, kind=kind, body=body, visible_to_member=visible,
                            staff_id=staff.id if staff else None, member_id=member.id if member else None,
                            api_token_id=api_token_id, created_at=at)
     session.add(event)
     audit.record(session, f"complaint.{kind}", at=at, staff_id=staff.id if staff else None,
-                 store_id=complaint.store_id, target=f"complaint:{complaint.id}",
+                 store_id=complaint.store_id, target=f"complaint:{complaint.id}", ip=ip,
                  after={"status": complaint.status, **({"member_id": member.id} if member else {}),
                         **({"text": body} if body and not visible else {})})
     return event
@@ -89,7 +89,7 @@ def _event(session: Session, complaint: Complaint, kind: str, *, at: datetime, b
 def file_complaint(
     session: Session, *, store: Store, category: str, severity: str, description: str, channel: str,
     member: Member | None = None, purchase: Purchase | None = None, staff: Staff | None = None,
-    api_token_id: int | None = None, idempotency_key: str | None = None, now: datetime,
+    api_token_id: int | None = None, idempotency_key: str | None = None, now: datetime, ip: str | None = None,
 ) -> Complaint:
     """Open a complaint and put its first step on the timeline, in the caller's transaction.
 
@@ -122,7 +122,7 @@ def file_complaint(
     except IntegrityError:  # the same form, sent twice at once: the other request filed it
         return session.scalars(select(Complaint).where(Complaint.idempotency_key == idempotency_key)).one()
     _event(session, complaint, "opened", at=now, body=text, visible=True, staff=staff,
-           member=member if channel in ("member", "survey") else None, api_token_id=api_token_id)
+           member=member if channel in ("member", "survey") else None, api_token_id=api_token_id, ip=ip)
     return complaint
 
 
@@ -147,17 +147,18 @@ def _refuse(complaint: Complaint, action: str):
     return ComplaintError(None, message, "illegal_transition")
 
 
-def acknowledge(session: Session, complaint: Complaint, *, staff: Staff, now: datetime) -> ComplaintEvent:
+def acknowledge(session: Session, complaint: Complaint, *, staff: Staff, now: datetime,
+                ip: str | None = None) -> ComplaintEvent:
     """The first response: open -> acknowledged."""
     if complaint.status != "open":
         raise _refuse(complaint, "acknowledge")
     complaint.status = "acknowledged"
     complaint.first_response_at = complaint.first_response_at or now
-    return _event(session, complaint, "acknowledged", at=now, visible=True, staff=staff)
+    return _event(session, complaint, "acknowledged", at=now, visible=True, staff=staff, ip=ip)
 
 
 def reply(session: Session, complaint: Complaint, *, staff: Staff, body: str, to_member: bool,
-          now: datetime) -> ComplaintEvent:
+          now: datetime, ip: str | None = None) -> ComplaintEvent:
     """A reply the member reads, or an internal note. A reply to an open complaint is its first response."""
     text = _checked_text(body, "body", MAX_REPLY, _l("Write the reply."))
     if to_member:
@@ -170,20 +171,22 @@ def reply(session: Session, complaint: Complaint, *, staff: Staff, body: str, to
             complaint.status = "acknowledged"
             complaint.first_response_at = complaint.first_response_at or now
     return _event(session, complaint, "reply" if to_member else "note", at=now, body=text, visible=to_member,
-                  staff=staff)
+                  staff=staff, ip=ip)
 
 
-def assign(session: Session, complaint: Complaint, *, staff: Staff, assignee: Staff, now: datetime) -> ComplaintEvent:
+def assign(session: Session, complaint: Complaint, *, staff: Staff, assignee: Staff, now: datetime,
+           ip: str | None = None) -> ComplaintEvent:
     """Give the complaint to a member of staff of its store (or an admin)."""
     if complaint.status not in ACTIVE:
         raise _refuse(complaint, "assign")
     if not assignee.active or (assignee.role != "admin" and assignee.store_id != complaint.store_id):
         raise ComplaintError("assignee", _l("Choose someone who works at this store."), "invalid_assignee")
     complaint.assigned_to_id = assignee.id
-    return _event(session, complaint, "assigned", at=now, body=assignee.name, staff=staff)
+    return _event(session, complaint, "assigned", at=now, body=assignee.name, staff=staff, ip=ip)
 
 
-def resolve(session: Session, complaint: Complaint, *, staff: Staff, body: str | None, now: datetime) -> ComplaintEvent:
+def resolve(session: Session, complaint: Complaint, *, staff: Staff, body: str | None, now: datetime,
+            ip: str | None = None) -> ComplaintEvent:
     """open/acknowledged -> resolved, with what was done (shown to the member)."""
     if complaint.status not in ACTIVE:
         raise _refuse(complaint, "resolve")
@@ -193,16 +196,17 @@ def resolve(session: Session, complaint: Complaint, *, staff: Staff, body: str |
     complaint.status = "resolved"
     complaint.first_response_at = complaint.first_response_at or now
     complaint.resolved_at = now
-    return _event(session, complaint, "resolved", at=now, body=text or None, visible=True, staff=staff)
+    return _event(session, complaint, "resolved", at=now, body=text or None, visible=True, staff=staff, ip=ip)
 
 
-def close(session: Session, complaint: Complaint, *, staff: Staff, now: datetime) -> ComplaintEvent:
+def close(session: Session, complaint: Complaint, *, staff: Staff, now: datetime,
+          ip: str | None = None) -> ComplaintEvent:
     """resolved -> closed."""
     if complaint.status != "resolved":
         raise _refuse(complaint, "close")
     complaint.status = "closed"
     complaint.closed_at = now
-    return _event(session, complaint, "closed", at=now, visible=True, staff=staff)
+    return _event(session, complaint, "closed", at=now, visible=True, staff=staff, ip=ip)
 
 
 def can_reopen(complaint: Complaint, rules: Rules, now: datetime) -> bool:
@@ -211,7 +215,7 @@ def can_reopen(complaint: Complaint, rules: Rules, now: datetime) -> bool:
 
 
 def reopen(session: Session, complaint: Complaint, *, member: Member, body: str | None, rules: Rules,
-           now: datetime) -> ComplaintEvent:
+           now: datetime, ip: str | None = None) -> ComplaintEvent:
     """The member is not satisfied: resolved -> open again, within the reopening window."""
     if complaint.member_id != member.id:
         raise ComplaintError(None, _l("No such complaint."), "not_found")
@@ -228,10 +232,11 @@ def reopen(session: Session, complaint: Complaint, *, member: Member, body: str 
     complaint.reopened_at = now
     complaint.resolved_at = None
     complaint.rating = None
-    return _event(session, complaint, "reopened", at=now, body=text or None, visible=True, member=member)
+    return _event(session, complaint, "reopened", at=now, body=text or None, visible=True, member=member, ip=ip)
 
 
-def rate(session: Session, complaint: Complaint, *, member: Member, rating: int, now: datetime) -> ComplaintEvent:
+def rate(session: Session, complaint: Complaint, *, member: Member, rating: int, now: datetime,
+         ip: str | None = None) -> ComplaintEvent:
     """The member rates the resolution 1-5, once."""
     if complaint.member_id != member.id:
         raise ComplaintError(None, _l("No such complaint."), "not_found")
@@ -242,11 +247,11 @@ def rate(session: Session, complaint: Complaint, *, member: Member, rating: int,
     if not isinstance(rating, int) or not 1 <= rating <= 5:
         raise ComplaintError("rating", _l("Choose from 1 to 5."), "invalid_rating")
     complaint.rating = rating
-    return _event(session, complaint, "rated", at=now, body=str(rating), visible=True, member=member)
+    return _event(session, complaint, "rated", at=now, body=str(rating), visible=True, member=member, ip=ip)
 
 
 def grant_goodwill(session: Session, complaint: Complaint, *, staff: Staff, points: int, store: Store,
-                   rules: Rules, idempotency_key: str, now: datetime) -> LedgerEntry:
+                   rules: Rules, idempotency_key: str, now: datetime, ip: str | None = None) -> LedgerEntry:
     """Goodwill points, posted as a `bonus` entry linked to the complaint. Once per form key."""
     if not staff.has_role("manager"):
         raise ComplaintError(None, _l("Only managers can grant goodwill points."), "forbidden")
@@ -274,7 +279,7 @@ def grant_goodwill(session: Session, complaint: Complaint, *, staff: Staff, poin
                                   idempotency_key=idempotency_key)
     except IntegrityError:  # the same form, sent twice at once
         return session.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).one()
-    _event(session, complaint, "goodwill", at=now, body=str(points), visible=True, staff=staff)
+    _event(session, complaint, "goodwill", at=now, body=str(points), visible=True, staff=staff, ip=ip)
     return entry
 
 

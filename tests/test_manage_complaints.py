@@ -704,3 +704,19 @@ def test_managers_cannot_change_the_chains_time_limits(app, client, login):
     assert "Change the time limits" not in client.get("/manage/complaints").get_data(as_text=True)
     assert client.post("/manage/complaints/service-levels",
                        data={"complaint_response_hours": "1", "complaint_resolution_hours": "2"}).status_code == 403
+
+
+def test_each_step_is_audited_with_the_address_it_came_from(app, client, login):
+    with app.app_context():
+        complaint = complaints.file_complaint(
+            db.session, store=factories.store(), category="other", severity="low", description="Noisy fridge",
+            channel="counter", now=factories._now())
+        db.session.commit()
+        complaint_id = complaint.id
+    login(client, "manager")
+    response = client.post(f"/manage/complaints/{complaint_id}/acknowledge", data={},
+                           environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert response.status_code == 303
+    with app.app_context():
+        row = db.session.scalars(select(AuditLog).where(AuditLog.action == "complaint.acknowledged")).one()
+        assert row.ip == "10.1.2.3" and row.target == f"complaint:{complaint_id}"

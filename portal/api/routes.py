@@ -235,6 +235,7 @@ def file_complaint():
         complaint = complaints.file_complaint(
             db.session, store=token.store, category=category, severity=severity, description=description,
             channel="register", member=member, purchase=purchase, api_token_id=token.id, now=now(),
+            ip=request.remote_addr,
         )
     except complaints.ComplaintError as error:
         raise _refusal(error) from None

@@ -288,7 +288,7 @@ def _act(complaint_id: int, form, form_name: str, step):
 def acknowledge_complaint(complaint_id: int):
     """The first response: the member is told the complaint is being looked at."""
     def step(complaint, form):
-        complaints.acknowledge(db.session, complaint, staff=current_user, now=now())
+        complaints.acknowledge(db.session, complaint, staff=current_user, now=now(), ip=request.remote_addr)
         return "acknowledge"
 
     return _act(complaint_id, AcknowledgeForm(), "acknowledge_form", step)
@@ -300,7 +300,7 @@ def reply_to_complaint(complaint_id: int):
     """A reply the member reads, or (unticked) an internal note only staff see."""
     def step(complaint, form):
         complaints.reply(db.session, complaint, staff=current_user, body=form.body.data,
-                         to_member=bool(form.to_member.data), now=now())
+                         to_member=bool(form.to_member.data), now=now(), ip=request.remote_addr)
         return "reply" if form.to_member.data else "note"
 
     return _act(complaint_id, ReplyForm(), "reply_form", step)
@@ -311,7 +311,8 @@ def reply_to_complaint(complaint_id: int):
 def assign_complaint(complaint_id: int):
     """Give the complaint to someone of its store (or an admin) to follow up."""
     def step(complaint, form):
-        complaints.assign(db.session, complaint, staff=current_user, assignee=form.assignee_staff, now=now())
+        complaints.assign(db.session, complaint, staff=current_user, assignee=form.assignee_staff, now=now(),
+                          ip=request.remote_addr)
         return "assign"
 
     return _act(complaint_id, AssignForm(), "assign_form", step)
@@ -322,7 +323,8 @@ def assign_complaint(complaint_id: int):
 def resolve_complaint(complaint_id: int):
     """Mark the complaint resolved, optionally telling the member what was done."""
     def step(complaint, form):
-        complaints.resolve(db.session, complaint, staff=current_user, body=form.body.data, now=now())
+        complaints.resolve(db.session, complaint, staff=current_user, body=form.body.data, now=now(),
+                           ip=request.remote_addr)
         return "resolve"
 
     return _act(complaint_id, ResolveForm(), "resolve_form", step)
@@ -333,7 +335,7 @@ def resolve_complaint(complaint_id: int):
 def close_complaint(complaint_id: int):
     """Close a resolved complaint (the member can no longer reopen it)."""
     def step(complaint, form):
-        complaints.close(db.session, complaint, staff=current_user, now=now())
+        complaints.close(db.session, complaint, staff=current_user, now=now(), ip=request.remote_addr)
         return "close"
 
     return _act(complaint_id, CloseForm(), "close_form", step)
@@ -346,7 +348,7 @@ def grant_goodwill(complaint_id: int):
     def step(complaint, form):
         complaints.grant_goodwill(db.session, complaint, staff=current_user, points=form.points_value,
                                   store=complaint.store, rules=rules(), idempotency_key=form.idempotency_key.data,
-                                  now=now())
+                                  now=now(), ip=request.remote_addr)
         return "goodwill"
 
     return _act(complaint_id, GoodwillForm(), "goodwill_form", step)

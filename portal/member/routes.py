@@ -277,7 +277,8 @@ def _complaint_form(form: MemberComplaintForm | None = None) -> MemberComplaintF
         select(Purchase).where(Purchase.member_id == member.id).order_by(Purchase.id.desc()).limit(20)
     ).all()
     form.purchase_id.choices = [SelectChoice("", _("No particular visit"))] + [
-        SelectChoice(str(p.id), f"{format_yuan(p.gross_fen)} · {format_datetime(p.created_at, 'short')} · {p.store.name}")
+        SelectChoice(str(p.id),
+                     f"{format_yuan(p.gross_fen)} · {format_datetime(p.created_at, 'short')} · {p.store.name}")
         for p in recent
     ]
     return form
@@ -318,7 +319,7 @@ def file_complaint():
             complaint = complaints.file_complaint(
                 db.session, store=store, category=form.category.data, severity="normal",
                 description=form.description.data, channel="member", member=member, purchase=purchase,
-                idempotency_key=form.idempotency_key.data, now=now(),
+                idempotency_key=form.idempotency_key.data, now=now(), ip=request.remote_addr,
             )
         except complaints.ComplaintError as error:
             db.session.rollback()
@@ -367,7 +368,8 @@ def reopen_complaint(complaint_id: int):
     form = ReopenForm()
     if form.validate_on_submit():
         try:
-            complaints.reopen(db.session, complaint, member=me(), body=form.body.data, rules=rules(), now=now())
+            complaints.reopen(db.session, complaint, member=me(), body=form.body.data, rules=rules(), now=now(),
+                              ip=request.remote_addr)
         except complaints.ComplaintError as error:
             db.session.rollback()
             return _complaint_page(_my_complaint(complaint_id), 422, form, error.message)
@@ -387,7 +389,7 @@ def rate_complaint(complaint_id: int):
     try:
         if not (value.isascii() and value.isdigit()):
             raise complaints.ComplaintError("rating", _("Choose from 1 to 5."), "invalid_rating")
-        complaints.rate(db.session, complaint, member=me(), rating=int(value), now=now())
+        complaints.rate(db.session, complaint, member=me(), rating=int(value), now=now(), ip=request.remote_addr)
     except complaints.ComplaintError as error:
         db.session.rollback()
         return _complaint_page(_my_complaint(complaint_id), 422, error=error.message)

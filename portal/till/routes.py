@@ -356,6 +356,7 @@ def file_complaint():
                 db.session, store=current_store(), category=form.category.data, severity=form.severity.data,
                 description=form.description.data, channel=form.channel.data, member=form.member,
                 purchase=form.purchase, staff=current_user, idempotency_key=form.idempotency_key.data, now=now(),
+                ip=request.remote_addr,
             )
         except complaints.ComplaintError as error:
             db.session.rollback()
