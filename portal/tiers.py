@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import audit
 from .ledger import lock_member
 from .models import Member, Purchase, Tier, TierChange
 
@@ -158,3 +160,86 @@ def review_all(session: Session, *, now: datetime, retention_days: int, qualifyi
                 moved += 1
             session.commit()  # one member at a time: a till waits for no more than that
         after_id = ids[-1]
+
+
+# --- a manager's settings for the tiers -----------------------------------------------------------------
+
+class TierSettingsError(ValueError):
+    """A tier setting refused; `field` names the form field (e.g. "silver-threshold") it belongs beside."""
+
+    def __init__(self, field: str, message):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TierSetting:
+    code: str
+    name_zh: str
+    name_en: str
+    threshold_fen: int
+    multiplier_milli: int
+    discount_bp: int
+    birthday_bonus: int
+
+
+MAX_MULTIPLIER_MILLI = 10_000  # 10x
+MAX_DISCOUNT_BP = 5_000  # 50%
+MAX_BIRTHDAY_BONUS = 1_000_000
+
+
+def check_tier_settings(current: list[Tier], wanted: list[TierSetting]) -> None:
+    """Refuse settings that would break the tiers: every tier given once, names in both languages,
+    thresholds strictly ascending from ¥0, multipliers from 1x to 10x, discounts from 0 to 50%."""
+    if sorted(t.code for t in current) != sorted(w.code for w in wanted):
+        raise TierSettingsError("tiers", _l("Give the settings of every tier, once each."))
+    ordered = sorted(wanted, key=lambda w: w.threshold_fen)
+    for position, tier in enumerate(ordered):
+        for name_field in ("name_zh", "name_en"):
+            name = getattr(tier, name_field).strip()
+            if not name:
+                raise TierSettingsError(f"{tier.code}-{name_field}", _l("Give the tier a name."))
+            if len(name) > 50:
+                raise TierSettingsError(f"{tier.code}-{name_field}", _l("Use at most %(count)s characters.", count=50))
+        if position == 0 and tier.threshold_fen != 0:
+            raise TierSettingsError(f"{tier.code}-threshold", _l("The lowest tier starts at ¥0."))
+        if position and tier.threshold_fen == ordered[position - 1].threshold_fen:
+            raise TierSettingsError(f"{tier.code}-threshold", _l("Each tier needs a higher spend than the one below."))
+        if not 1000 <= tier.multiplier_milli <= MAX_MULTIPLIER_MILLI:
+            raise TierSettingsError(f"{tier.code}-multiplier", _l("The points multiplier must be from 1 to 10."))
+        if not 0 <= tier.discount_bp <= MAX_DISCOUNT_BP:
+            raise TierSettingsError(f"{tier.code}-discount", _l("The discount must be from 0 to 50 percent."))
+        if not 0 <= tier.birthday_bonus <= MAX_BIRTHDAY_BONUS:
+            raise TierSettingsError(f"{tier.code}-birthday_bonus",
+                                    _l("The birthday bonus must be from 0 to %(limit)s points.",
+                                       limit=f"{MAX_BIRTHDAY_BONUS:,}"))
+    old_order = [t.code for t in sorted(current, key=lambda t: (t.threshold_fen, t.id))]
+    if [w.code for w in ordered] != old_order:
+        raise TierSettingsError(f"{ordered[0].code}-threshold",
+                                _l("The tiers must keep their order: a higher tier needs a higher spend."))
+
+
+def update_tiers(session: Session, wanted: list[TierSetting], *, staff_id: int | None, now: datetime,
+                 ip: str | None = None) -> list[str]:
+    """Apply checked tier settings; each changed tier is audited with its before and after. Members move
+    between tiers only at their next purchase, return or review, like any other rule change.
+    Returns the codes of the tiers that changed."""
+    current = all_tiers(session)
+    check_tier_settings(current, wanted)
+    fields = ("name_zh", "name_en", "threshold_fen", "multiplier_milli", "discount_bp", "birthday_bonus")
+    changed = []
+    for setting in wanted:
+        tier = next(t for t in current if t.code == setting.code)
+        before = {field: getattr(tier, field) for field in fields}
+        after = {field: (getattr(setting, field).strip() if field.startswith("name") else getattr(setting, field))
+                 for field in fields}
+        if before == after:
+            continue
+        for field, value in after.items():
+            setattr(tier, field, value)
+        audit.record(session, "tiers.set", at=now, staff_id=staff_id, target=f"tier:{tier.code}",
+                     before={k: v for k, v in before.items() if before[k] != after[k]},
+                     after={k: v for k, v in after.items() if before[k] != after[k]}, ip=ip)
+        changed.append(tier.code)
+    return changed
