@@ -215,8 +215,9 @@ def check_tier_settings(current: list[Tier], wanted: list[TierSetting]) -> None:
                                     _l("The birthday bonus must be from 0 to %(limit)s points.",
                                        limit=f"{MAX_BIRTHDAY_BONUS:,}"))
     old_order = [t.code for t in sorted(current, key=lambda t: (t.threshold_fen, t.id))]
-    if [w.code for w in ordered] != old_order:
-        raise TierSettingsError(f"{ordered[0].code}-threshold",
+    moved = next((w for w, code in zip(ordered, old_order) if w.code != code), None)
+    if moved is not None:  # the first tier whose new threshold puts it out of its place
+        raise TierSettingsError(f"{moved.code}-threshold",
                                 _l("The tiers must keep their order: a higher tier needs a higher spend."))
 
 

@@ -68,7 +68,7 @@ def test_a_lower_threshold_moves_a_member_up_at_their_next_purchase(ctx):
 @pytest.mark.parametrize(("code", "values", "field", "message"), [
     ("member", {"threshold_fen": 100}, "member-threshold", "The lowest tier starts at ¥0."),
     ("gold", {"threshold_fen": 100_000}, "gold-threshold", "Each tier needs a higher spend than the one below."),
-    ("gold", {"threshold_fen": 50_000}, "member-threshold",
+    ("gold", {"threshold_fen": 50_000}, "gold-threshold",
      "The tiers must keep their order: a higher tier needs a higher spend."),
     ("silver", {"multiplier_milli": 900}, "silver-multiplier", "The points multiplier must be from 1 to 10."),
     ("silver", {"multiplier_milli": 10_001}, "silver-multiplier", "The points multiplier must be from 1 to 10."),

@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("manage", __name__)
 
-from . import complaints, routes  # noqa: E402,F401
+from . import settings, complaints, routes  # noqa: E402,F401
