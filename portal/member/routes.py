@@ -166,7 +166,8 @@ def _password_limit() -> str:
 
 
 def _member_key() -> str:
-    return f"member:{me().id}"
+    """Rate-limit key per member. The limiter runs before the access check, so it may meet anyone."""
+    return f"member:{current_user.id}" if isinstance(current_user, Member) else "member:none"
 
 
 @bp.route("/password", methods=["POST"])
