@@ -14,16 +14,13 @@ from . import audit
 from .database import write_intent
 from .models import ApiToken, Staff, Store
 from .money import normalise_text
+from .refusals import Refusal
 
 TOKEN_PREFIX = "plk_"
 LAST_USED_RESOLUTION = timedelta(minutes=5)  # how stale "last used" may get, to spare a write per call
 
 
-class TokenError(ValueError):
-    def __init__(self, field: str | None, message):
-        super().__init__(message)
-        self.field = field
-        self.message = message
+TokenError = Refusal  # a token that cannot be created
 
 
 def hash_token(token: str) -> str:

@@ -17,18 +17,11 @@ from sqlalchemy.orm import Session
 from . import ledger, tiers
 from .models import LedgerKind, Purchase, Staff, Store, TierChange
 from .money import round_half_up_div
+from .refusals import Refusal
 from .rules import Rules
 
 
-class CheckoutError(ValueError):
-    """A checkout that cannot be recorded; `field` names the form field the message belongs beside,
-    and `code` is a stable name for the refusal that the API reports."""
-
-    def __init__(self, field: str | None, message, code: str = "invalid_value"):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.code = code
+CheckoutError = Refusal  # a checkout that cannot be recorded
 
 
 @dataclass(frozen=True)

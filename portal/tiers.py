@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from . import audit
 from .ledger import lock_member
 from .models import Member, Purchase, Tier, TierChange
+from .refusals import Refusal
 
 
 def all_tiers(session: Session) -> list[Tier]:
@@ -164,13 +165,7 @@ def review_all(session: Session, *, now: datetime, retention_days: int, qualifyi
 
 # --- a manager's settings for the tiers -----------------------------------------------------------------
 
-class TierSettingsError(ValueError):
-    """A tier setting refused; `field` names the form field (e.g. "silver-threshold") it belongs beside."""
-
-    def __init__(self, field: str, message):
-        super().__init__(message)
-        self.field = field
-        self.message = message
+TierSettingsError = Refusal  # a tier setting refused; `field` is e.g. "silver-threshold"
 
 
 @dataclass(frozen=True)
