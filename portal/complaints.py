@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import case, exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from . import audit, ledger
 from .checkout import CheckoutError
@@ -342,6 +342,9 @@ def queue(session: Session, *, rules: Rules, now: datetime, store_ids: list[int]
     severity_rank = {"high": 0, "normal": 1, "low": 2}
     query = query.order_by(case((late, 0), else_=1), case(severity_rank, value=Complaint.severity),
                            Complaint.created_at, Complaint.id)
+    # the queue shows each complaint's member, store and assignee: load them in three queries, not per row
+    query = query.options(selectinload(Complaint.member), selectinload(Complaint.store),
+                          selectinload(Complaint.assigned_to))
     return list(session.scalars(query.limit(limit)))
 
 
