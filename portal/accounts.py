@@ -17,7 +17,7 @@ from werkzeug.security import check_password_hash
 
 from . import audit, sessions
 from .checkout import CheckoutError
-from .members import age_on, find_by_phone, hash_code, local_date, name_key
+from .members import check_birthday, find_by_phone, hash_code, local_date, name_key
 from .models import (
     ActivationCode,
     AuthSession,
@@ -115,15 +115,8 @@ def update_profile(session: Session, member: Member, change: ProfileChange, *, r
         raise AccountError("name", _l("Enter your name."), "missing_field")
     if len(name) > 100:
         raise AccountError("name", _l("Use at most %(count)s characters.", count=100), "too_long")
-    today = local_date(now, member.store.timezone)
-    if change.birthday is not None:
-        if change.birthday > today:
-            raise AccountError("birthday", _l("The birthday cannot be in the future."), "invalid_value")
-        if change.birthday < date(1900, 1, 1):
-            raise AccountError("birthday", _l("Check the year of the birthday."), "invalid_value")
-        if age_on(change.birthday, today) < rules.guardian_age and not change.guardian_consent:
-            raise AccountError("birthday", _l("Members under %(age)s need a parent's or guardian's consent.",
-                                              age=rules.guardian_age), "guardian_consent_required")
+    check_birthday(change.birthday, today=local_date(now, member.store.timezone),
+                   guardian_consent=change.guardian_consent, guardian_age=rules.guardian_age)
     if change.locale not in (None, "zh", "en"):
         raise AccountError("locale", _l("Choose a language."), "invalid_value")
     before = {"name": member.name, "birthday": member.birthday, "marketing_consent": member.marketing_consent,

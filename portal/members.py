@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from .cards import CARD_LENGTH, is_valid_card_number, new_card_number
 from .models import ActivationCode, Member, Staff, Store, Tier
 from .money import normalise_text
 from .phones import PhoneError, national_digits, normalise_phone
+from .refusals import Refusal
 from .rules import Rules
 
 LOOKUP_LIMIT = 20
@@ -112,6 +114,20 @@ def local_date(moment: datetime, zone: str) -> date:
 
 def age_on(birthday: date, today: date) -> int:
     return today.year - birthday.year - ((today.month, today.day) < (birthday.month, birthday.day))
+
+
+def check_birthday(birthday: date | None, *, today: date, guardian_consent: bool, guardian_age: int) -> None:
+    """PRODUCT's birthday rules, for the till and the member's own profile: not in the future, a plausible
+    year, and a guardian's consent for members under `guardian_age` (ages counted on the store's day)."""
+    if birthday is None:
+        return
+    if birthday > today:
+        raise Refusal("birthday", _l("The birthday cannot be in the future."))
+    if birthday < date(1900, 1, 1):
+        raise Refusal("birthday", _l("Check the year of the birthday."))
+    if age_on(birthday, today) < guardian_age and not guardian_consent:
+        raise Refusal("birthday", _l("Members under %(age)s need a parent's or guardian's consent.",
+                                     age=guardian_age), "guardian_consent_required")
 
 
 @dataclass(frozen=True)

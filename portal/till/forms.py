@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -16,6 +15,7 @@ from .. import members as member_service
 from ..cards import CARD_LENGTH, is_valid_card_number
 from ..extensions import db
 from ..models import Purchase
+from ..refusals import Refusal
 from ..money import InputError, normalise_text, parse_money, parse_points
 from ..phones import PhoneError, normalise_phone
 from ..web import now, rules
@@ -132,17 +132,12 @@ class RegisterForm(FlaskForm):
             )
 
     def validate_birthday(self, field):
-        if field.data is None:
-            return
-        today = member_service.local_date(now(), self.store_timezone)
-        if field.data > today:
-            raise ValidationError(_l("The birthday cannot be in the future."))
-        if field.data < date(1900, 1, 1):
-            raise ValidationError(_l("Check the year of the birthday."))
-        if member_service.age_on(field.data, today) < rules().guardian_age and not self.guardian_consent.data:
-            raise ValidationError(
-                _l("Members under %(age)s need a parent's or guardian's consent.", age=rules().guardian_age)
-            )
+        try:
+            member_service.check_birthday(field.data, today=member_service.local_date(now(), self.store_timezone),
+                                          guardian_consent=self.guardian_consent.data,
+                                          guardian_age=rules().guardian_age)
+        except Refusal as refusal:
+            raise ValidationError(refusal.message) from None
 
     def validate_email(self, field):
         if field.data and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", field.data):
