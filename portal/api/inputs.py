@@ -82,11 +82,11 @@ def form_data(**values) -> MultiDict:
     return data
 
 
-def form_refusal(form, names: dict[str, str]) -> ApiError:
-    """The first of a till form's errors, as a 422 on the API field it came from."""
+def form_refusal(form) -> ApiError:
+    """The first of a till form's errors, as a 422 on its field (the API uses the form's field names)."""
     for field in form:
         if field.errors:
-            return ApiError(422, "invalid_value", field.errors[0], names.get(field.name, field.name))
+            return ApiError(422, "invalid_value", field.errors[0], field.name)
     return ApiError(422, "invalid_value", form.form_errors[0] if form.form_errors else _("Check the request."))
 
 

@@ -94,7 +94,7 @@ def register_member():
     if not form.validate():
         if form.phone.errors and form.phone_e164 and members.find_by_phone(db.session, form.phone_e164):
             raise ApiError(409, "phone_taken", _("This phone is already registered."), "phone")
-        raise inputs.form_refusal(form, {})
+        raise inputs.form_refusal(form)
     token = g.api_token
     try:
         with db.session.begin_nested():
