@@ -6,7 +6,7 @@ and is shown beside the field it concerns, with status 422.
 """
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, redirect, request, url_for
@@ -20,9 +20,10 @@ from .. import complaints
 from .. import rules as rules_service
 from ..access import access
 from ..extensions import db
-from ..models import Complaint, ComplaintEvent, LedgerEntry, Staff, Store
+from ..models import Complaint, ComplaintEvent, LedgerEntry, Staff
 from ..web import is_htmx, now, render_page, rules
 from . import bp
+from .scope import all_stores, in_scope, is_admin, period_start, store_choices, store_scope
 from .forms import (
     AcknowledgeForm,
     AssignForm,
@@ -72,34 +73,13 @@ FORM_NAMES = ("acknowledge_form", "reply_form", "assign_form", "resolve_form", "
 
 # --- who sees what --------------------------------------------------------------------------------------
 
-def _is_admin() -> bool:
-    return current_user.has_role("admin")
-
-
-def _scope() -> list[int] | None:
-    """The stores whose complaints the signed-in person works: None (all) for an admin, else their own."""
-    if _is_admin():
-        return None
-    return [current_user.store_id] if current_user.store_id else []
-
-
 def _complaint_or_404(complaint_id: int, *, for_update: bool = False) -> Complaint:
     """The complaint, if it is one the signed-in person may see; another store's is a 404 like a missing one."""
     complaint = (complaints.lock(db.session, complaint_id) if for_update
                  else db.session.get(Complaint, complaint_id))
-    scope = _scope()
-    if complaint is None or (scope is not None and complaint.store_id not in scope):
+    if complaint is None or not in_scope(complaint.store_id):
         abort(404)
     return complaint
-
-
-def _all_stores() -> list[Store]:
-    return list(db.session.scalars(select(Store).order_by(Store.code)))
-
-
-def _store_choices(stores: list[Store]) -> list[SelectChoice]:
-    return [SelectChoice("", _l("All stores")),
-            *(SelectChoice(str(store.id), f"{store.code} · {store.name}") for store in stores)]
 
 
 # --- formatting shared by the three pages ---------------------------------------------------------------
@@ -141,10 +121,10 @@ FORMATTERS = {"late_by": late_by, "duration": duration, "hours": hours, "average
 def list_complaints():
     """The queue, most urgent first, filtered by status, store (admins), category, severity and lateness."""
     form = QueueFilterForm(request.args)
-    admin = _is_admin()
-    stores = _all_stores() if admin else []
-    form.store.choices = _store_choices(stores)
-    store_ids = _scope()
+    admin = is_admin()
+    stores = all_stores() if admin else []
+    form.store.choices = store_choices(stores)
+    store_ids = store_scope()
     chosen_store = form.store.data if admin and form.store.data in {store.id for store in stores} else None
     if chosen_store is not None:
         store_ids = [chosen_store]
@@ -193,7 +173,7 @@ def update_service_levels():
             return redirect(url_for("manage.list_complaints", saved=1), code=303)
     db.session.rollback()
     filters = QueueFilterForm(formdata=None)
-    filters.store.choices = _store_choices(_all_stores())
+    filters.store.choices = store_choices(all_stores())
     return render_page(QUEUE, status=422, form=filters, items=[], admin=True,
                        moment=now(), levels_form=_levels_form(form), levels_saved=None,
                        response_limit=timedelta(hours=rules().complaint_response_hours),
@@ -356,29 +336,21 @@ def grant_goodwill(complaint_id: int):
 
 # --- figures --------------------------------------------------------------------------------------------
 
-def period_start(period: str, moment: datetime, zone: str) -> datetime:
-    """Local midnight of the period's first day: today, or today and the 6, 29 or 89 days before."""
-    local_zone = ZoneInfo(zone)
-    days_back = 0 if period == "today" else int(period) - 1
-    first_day = moment.astimezone(local_zone).date() - timedelta(days=days_back)
-    return datetime.combine(first_day, time.min, tzinfo=local_zone).astimezone(timezone.utc)
-
-
 @bp.route("/complaints/figures")
 @access("manager")
 def show_complaint_figures():
     """Open and overdue counts, response and resolution times, and satisfaction, for a period and a store."""
     form = FiguresFilterForm(request.args)
-    admin = _is_admin()
-    stores = _all_stores() if admin else []
-    form.store.choices = _store_choices(stores)
+    admin = is_admin()
+    stores = all_stores() if admin else []
+    form.store.choices = store_choices(stores)
     store = None
     if admin:
         store = next((s for s in stores if s.id == form.store.data), None)
         store_ids = [store.id] if store else None
     else:
         store = current_user.store
-        store_ids = _scope()
+        store_ids = store_scope()
     zone = store.timezone if store else current_app.config["BABEL_DEFAULT_TIMEZONE"]
     period = form.chosen_period()
     form.period.data = period
