@@ -671,7 +671,7 @@ def test_today_starts_at_local_midnight(app, manager):
     assert figure(manager.get(f"{FIGURES}?period=7"), "complaints") == "2"
 
 
-# --- the time limits, edited by an admin ------------------------------------------------------------------
+# --- the time limits, edited by a manager or an admin ------------------------------------------------------------------
 
 def test_an_admin_changes_the_time_limits_and_the_change_is_audited(app, client, login):
     login(client, "admin")
@@ -699,11 +699,13 @@ def test_a_bad_time_limit_is_refused_beside_the_field_and_nothing_changes(app, c
         assert load_rules(db.session).complaint_resolution_hours == 72
 
 
-def test_managers_cannot_change_the_chains_time_limits(app, client, login):
+def test_a_manager_changes_the_time_limits_too(app, client, login):
     login(client, "manager")
-    assert "Change the time limits" not in client.get("/manage/complaints").get_data(as_text=True)
+    assert "Change the time limits" in client.get("/manage/complaints").get_data(as_text=True)
     assert client.post("/manage/complaints/service-levels",
-                       data={"complaint_response_hours": "1", "complaint_resolution_hours": "2"}).status_code == 403
+                       data={"complaint_response_hours": "6", "complaint_resolution_hours": "36"}).status_code == 303
+    with app.app_context():
+        assert load_rules(db.session).complaint_response_hours == 6
 
 
 def test_each_step_is_audited_with_the_address_it_came_from(app, client, login):

@@ -1,14 +1,15 @@
-"""The settings page: managers read the tiers and rules, admins change them, with refusals beside the field.
+"""The settings page: managers and admins change the tiers and rules, with refusals beside the field.
 Every test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditLog, Tier
+from portal.models import AuditLog, Staff, Tier
 from portal.rules import load_rules
 
 from .helpers import text_of
@@ -35,14 +36,18 @@ def test_a_cashier_cannot_see_the_settings(client, login):
     assert client.get("/manage/settings").status_code == 403
 
 
-def test_a_manager_reads_the_settings_but_cannot_change_them(client, login):
-    login(client, "manager")
+def test_a_manager_changes_the_settings_too(app, client, login):
+    """Store managers set the tiers and the points rules (PRODUCT.md); the change is audited under their name."""
+    username = login(client, "manager")
     page = client.get("/manage/settings")
     assert page.status_code == 200
-    assert "Only an administrator can change these settings" in text_of(page)
-    assert "Save the tiers" not in text_of(page)
-    assert client.post("/manage/settings/tiers", data=TIER_FORM).status_code == 403
-    assert client.post("/manage/settings/rules", data={"expiry_days": "10"}).status_code == 403
+    assert "Save the tiers" in text_of(page) and "Save the rules" in text_of(page)
+    response = client.post("/manage/settings/rules", data={**current_rules_form(client), "expiry_days": "10"})
+    assert response.status_code == 303
+    with app.app_context():
+        entry = db.session.scalars(select(AuditLog).where(AuditLog.action == "rules.set")).one()
+        assert db.session.get(Staff, entry.staff_id).username == username
+        assert json.loads(entry.after) == {"expiry_days": 10}
 
 
 def test_an_admin_changes_a_tier_and_it_is_audited(app, client, login):

@@ -2,4 +2,14 @@ from flask import Blueprint
 
 bp = Blueprint("manage", __name__)
 
-from . import settings, complaints, routes  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    audit_log,
+    complaints,
+    dashboard,
+    fraud,
+    imports,
+    members,
+    routes,
+    settings,
+    staff_pages,
+)

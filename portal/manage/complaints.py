@@ -137,7 +137,7 @@ def list_complaints():
     )
     items = [(complaint, complaints.clock(complaint, current_rules, moment)) for complaint in rows]
     return render_page(QUEUE, "list", form=form, items=items, admin=admin, moment=moment,
-                       levels_form=_levels_form() if admin else None, levels_saved=request.args.get("saved"),
+                       levels_form=_levels_form(), levels_saved=request.args.get("saved"),
                        response_limit=timedelta(hours=current_rules.complaint_response_hours),
                        resolution_limit=timedelta(hours=current_rules.complaint_resolution_hours),
                        limit_reached=len(rows) >= 200, **FORMATTERS)
@@ -152,7 +152,7 @@ def _levels_form(form: ServiceLevelForm | None = None) -> ServiceLevelForm:
 
 
 @bp.route("/complaints/service-levels", methods=["POST"])
-@access("admin")
+@access("manager")
 def update_service_levels():
     """Change the complaint time limits for the whole chain (audited, from the next request on)."""
     form = ServiceLevelForm()

@@ -1,5 +1,5 @@
-"""Settings: the tiers and the points rules. Managers read them; admins change them (rules are the same
-for every store). Each change is validated, audited with its before and after, and in force from the next
+"""Settings: the tiers and the points rules, which managers and admins set (they are the same for every
+store). Each change is validated, audited with its before and after, and in force from the next
 transaction."""
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _page(status: int = 200, *, tier_values: dict | None = None, tier_errors: di
     return render_page(
         TEMPLATE, status=status, tier_rows=_tier_rows(tier_values), tier_errors=tier_errors or {},
         rule_labels=RULE_LABELS, rule_values=shown_rules, rule_errors=rule_errors or {},
-        policy_labels=POLICY_LABELS, can_edit=current_user.has_role("admin"), saved=request.args.get("saved"),
+        policy_labels=POLICY_LABELS, saved=request.args.get("saved"),
     )
 
 
@@ -88,7 +88,7 @@ def show_settings():
 
 
 @bp.route("/settings/tiers", methods=["POST"])
-@access("admin")
+@access("manager")
 def update_tiers():
     """Change the tiers (names, thresholds, multipliers, discounts, birthday bonus) all at once."""
     form = request.form
@@ -124,7 +124,7 @@ def update_tiers():
 
 
 @bp.route("/settings/rules", methods=["POST"])
-@access("admin")
+@access("manager")
 def update_rules():
     """Change the points rules; each change is audited and applies from the next transaction."""
     sent = {name: normalise_text(request.form.get(name)) for name in RULE_LABELS}

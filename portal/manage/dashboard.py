@@ -1,0 +1,2 @@
+"""Manager area: dashboard (being built)."""
+from . import bp  # noqa: F401

@@ -1,0 +1,2 @@
+"""Manager area: fraud (being built)."""
+from . import bp  # noqa: F401

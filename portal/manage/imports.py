@@ -1,0 +1,2 @@
+"""Manager area: imports (being built)."""
+from . import bp  # noqa: F401

@@ -1,0 +1,2 @@
+"""Manager area: members (being built)."""
+from . import bp  # noqa: F401

@@ -1,0 +1,2 @@
+"""Manager area: staff_pages (being built)."""
+from . import bp  # noqa: F401
