@@ -535,8 +535,63 @@ class AuditLog(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class StoreTakings(db.Model):
+    """A store's total sales for one local day (members and everyone else), from the till's end-of-day report.
+
+    Member sales are recorded purchase by purchase; this is what they are a share of."""
+
+    __tablename__ = "store_takings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    day: Mapped[date] = mapped_column(Date)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    entered_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    store: Mapped[Store] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("store_id", "day", name="uq_store_takings_store_day"),
+        CheckConstraint("amount_fen >= 0", name="amount_not_negative"),
+    )
+
+
+IMPORT_STATUSES = ("pending", "running", "done", "failed")
+
+
+class MemberImport(db.Model):
+    """One upload of existing members (CSV), worked through in steps so a progress bar can follow it."""
+
+    __tablename__ = "member_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the imported members count as registered
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    encoding: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    content: Mapped[str] = mapped_column(Text)  # the decoded CSV text
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    processed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_count: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_count: Mapped[int] = mapped_column(Integer, default=0)  # already members: nothing added
+    refused_count: Mapped[int] = mapped_column(Integer, default=0)
+    points_total: Mapped[int] = mapped_column(BigInteger, default=0)  # opening balances posted
+    report: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{"row", "reason", ...}] of refused/skipped rows
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    store: Mapped[Store] = relationship()
+    staff: Mapped[Staff | None] = relationship()
+
+    __table_args__ = (CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),)
+
+
 __all__ = [
-    "ActivationCode", "ApiRequest", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
+    "ActivationCode", "ApiRequest", "MemberImport", "StoreTakings", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
 ]
