@@ -76,14 +76,14 @@ def lookup(session: Session, query: str | None) -> Lookup:
         return Lookup("phone", [member] if member else [], True)
     found = session.scalars(
         select(Member)
-        .where(_name_prefix(session, name_key(text)), Member.deleted_at.is_(None))
+        .where(name_prefix(session, name_key(text)), Member.deleted_at.is_(None))
         .order_by(Member.name_key, Member.id)
         .limit(LOOKUP_LIMIT)
     ).all()
     return Lookup("name", list(found), False)
 
 
-def _name_prefix(session: Session, key: str):
+def name_prefix(session: Session, key: str):
     """name_key starts with key, in a form each database answers from its index.
 
     SQLite compares text byte by byte, so a range does it; PostgreSQL has a pattern-ops index for LIKE.
