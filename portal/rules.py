@@ -35,6 +35,9 @@ class Rules:
     complaint_response_hours: int = 24  # first response due within this long of the complaint
     complaint_resolution_hours: int = 72  # resolution due within this long (of the complaint, or of a reopening)
     complaint_reopen_days: int = 7  # a member may reopen a resolved complaint for this long
+    fraud_purchases_per_day: int = 5  # more purchases than this by one member in one local day is a signal
+    fraud_adjustment_points: int = 5000  # a manual adjustment of at least this many points (either sign)
+    fraud_return_points_percent: int = 50  # returning a purchase at least this percent paid with points
 
     def points_value_fen(self, points: int) -> int:
         """What a number of points is worth, in fen (rounded down)."""
@@ -67,6 +70,8 @@ BOUNDS = {
     "referral_bonus": (0, 1_000_000), "guardian_age": (0, 18), "activation_minutes": (5, 1440),
     "tier_retention_days": (1, 3650), "qualifying_days": (1, 3650),
     "complaint_response_hours": (1, 720), "complaint_resolution_hours": (1, 2160), "complaint_reopen_days": (0, 90),
+    "fraud_purchases_per_day": (1, 1000), "fraud_adjustment_points": (1, 1_000_000),
+    "fraud_return_points_percent": (1, 100),
 }
 
 

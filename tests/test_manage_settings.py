@@ -116,3 +116,72 @@ def test_refused_rules_are_shown_beside_the_field_and_change_nothing(app, client
     assert error_beside(response, f"rule-{name}") == message
     with app.app_context():
         assert db.session.scalars(select(AuditLog).where(AuditLog.action == "rules.set")).all() == []
+
+
+# --- the fraud thresholds (issue 9) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("fraud_purchases_per_day", "0", "Enter a whole number from 1 to 1,000."),
+    ("fraud_purchases_per_day", "1001", "Enter a whole number from 1 to 1,000."),
+    ("fraud_purchases_per_day", "5.5", "Enter a whole number from 1 to 1,000."),
+    ("fraud_purchases_per_day", "", "Enter a whole number from 1 to 1,000."),
+    ("fraud_adjustment_points", "-5000", "Enter a whole number from 1 to 1,000,000."),
+    ("fraud_adjustment_points", "1000001", "Enter a whole number from 1 to 1,000,000."),
+    ("fraud_adjustment_points", "five thousand", "Enter a whole number from 1 to 1,000,000."),
+    ("fraud_return_points_percent", "0", "Enter a whole number from 1 to 100."),
+    ("fraud_return_points_percent", "101", "Enter a whole number from 1 to 100."),
+    ("fraud_return_points_percent", "50%", "Enter a whole number from 1 to 100."),
+])
+def test_refused_fraud_thresholds_are_shown_beside_the_field_and_change_nothing(app, client, login, name, value,
+                                                                                 message):
+    login(client, "manager")
+    response = client.post("/manage/settings/rules", data={**current_rules_form(client), name: value,
+                                                            "expiry_days": "100"})
+    assert response.status_code == 422
+    assert error_beside(response, f"rule-{name}") == message
+    assert f'value="{value}"' in response.get_data(as_text=True)  # what was typed stays in the field
+    with app.app_context():
+        assert db.session.scalars(select(AuditLog).where(AuditLog.action == "rules.set")).all() == []
+        current = load_rules(db.session)
+        assert (current.fraud_purchases_per_day, current.fraud_adjustment_points,
+                current.fraud_return_points_percent, current.expiry_days) == (5, 5000, 50, 730)
+
+
+@pytest.mark.parametrize(("name", "before", "after"), [
+    ("fraud_purchases_per_day", 5, 1), ("fraud_purchases_per_day", 5, 1000),
+    ("fraud_adjustment_points", 5000, 1_000_000), ("fraud_return_points_percent", 50, 100),
+    ("fraud_return_points_percent", 50, 1),
+])
+def test_a_fraud_threshold_is_changed_and_audited_with_its_before_and_after(app, client, login, name, before,
+                                                                           after):
+    login(client, "manager")
+    form = current_rules_form(client)
+    assert form[name] == str(before)
+    assert client.post("/manage/settings/rules", data={**form, name: f" {after} "}).status_code == 303
+    with app.app_context():
+        assert getattr(load_rules(db.session), name) == after
+        entry = db.session.scalars(select(AuditLog).where(AuditLog.action == "rules.set")).one()
+        assert entry.target == f"rule:{name}"
+        assert (json.loads(entry.before), json.loads(entry.after)) == ({name: before}, {name: after})
+    assert f'id="rule-{name}" name="{name}" value="{after}"' in client.get("/manage/settings").get_data(as_text=True)
+
+
+def test_the_rules_are_grouped_with_the_fraud_thresholds_under_their_own_heading(client, login):
+    login(client, "manager")
+    page = client.get("/manage/settings").get_data(as_text=True)
+    fraud = page[page.index('id="fraud-rules"'):]
+    fraud = fraud[:fraud.index("</fieldset>")]
+    assert "<legend>Fraud signals</legend>" in fraud
+    assert re.findall(r'name="(fraud_\w+)"', fraud) == ["fraud_purchases_per_day", "fraud_adjustment_points",
+                                                        "fraud_return_points_percent"]
+    for section in ("points-rules", "expiry-rules", "member-rules", "complaint-rules"):
+        assert f'id="{section}"' in page
+
+
+def test_a_cashier_cannot_change_the_rules(app, client, login):
+    login(client, "cashier")
+    response = client.post("/manage/settings/rules", data={"fraud_purchases_per_day": "1"})
+    assert response.status_code == 403
+    assert client.post("/manage/settings/tiers", data=TIER_FORM).status_code == 403
+    with app.app_context():
+        assert load_rules(db.session).fraud_purchases_per_day == 5

@@ -18,7 +18,7 @@ from portal.ledger import lot_expiry
 from portal.models import Tier
 from portal.money import InputError, format_yuan, parse_money, parse_points, round_half_up_div
 from portal.phones import PhoneError, display_phone, mask_phone, normalise_phone
-from portal.rules import DEFAULT_RULES, Rules
+from portal.rules import DEFAULT_RULES, RuleError, Rules, parse_rule
 from portal.tiers import progress, tier_for_spend
 
 UTC = timezone.utc
@@ -774,3 +774,30 @@ def test_new_card_numbers_are_valid_and_do_not_start_with_zero():
         assert number[0] != "0"
         assert is_valid_card_number(number)
         assert reference_luhn_valid(number)
+
+
+def test_default_fraud_thresholds():
+    """Issue 9: more than 5 purchases a day, adjustments of 5,000 points, returns of purchases half paid with
+    points."""
+    assert (DEFAULT_RULES.fraud_purchases_per_day, DEFAULT_RULES.fraud_adjustment_points,
+            DEFAULT_RULES.fraud_return_points_percent) == (5, 5000, 50)
+
+
+@pytest.mark.parametrize(("name", "text", "value"), [
+    ("fraud_purchases_per_day", "1", 1), ("fraud_purchases_per_day", "1000", 1000),
+    ("fraud_adjustment_points", "1", 1), ("fraud_adjustment_points", "1000000", 1_000_000),
+    ("fraud_return_points_percent", "1", 1), ("fraud_return_points_percent", "100", 100),
+])
+def test_fraud_thresholds_accept_their_bounds(name, text, value):
+    assert parse_rule(name, text) == value
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("fraud_purchases_per_day", "0"), ("fraud_purchases_per_day", "1001"), ("fraud_purchases_per_day", "x"),
+    ("fraud_adjustment_points", "0"), ("fraud_adjustment_points", "1000001"), ("fraud_adjustment_points", "1.5"),
+    ("fraud_return_points_percent", "0"), ("fraud_return_points_percent", "101"),
+    ("fraud_return_points_percent", ""),
+])
+def test_fraud_thresholds_refuse_what_is_out_of_bounds(name, text):
+    with pytest.raises(RuleError):
+        parse_rule(name, text)

@@ -1,6 +1,6 @@
-"""Settings: the tiers and the points rules, which managers and admins set (they are the same for every
-store). Each change is validated, audited with its before and after, and in force from the next
-transaction."""
+"""Settings: the tiers and the rules (points, expiry, members, complaint time limits and fraud-signal
+thresholds), which managers and admins set (they are the same for every store). Each change is validated,
+audited with its before and after, and in force from the next transaction."""
 from __future__ import annotations
 
 import re
@@ -36,7 +36,22 @@ RULE_LABELS = {
     "complaint_response_hours": _l("Hours to the first response to a complaint"),
     "complaint_resolution_hours": _l("Hours to resolve a complaint"),
     "complaint_reopen_days": _l("Days a member may reopen a resolved complaint"),
+    "fraud_purchases_per_day": _l("More purchases than this by one member in one day"),
+    "fraud_adjustment_points": _l("Manual adjustments of at least this many points, added or taken"),
+    "fraud_return_points_percent": _l("Returns of purchases paid at least this percentage with points"),
 }
+# The rules as the page groups them; the section id is also the anchor other pages link to.
+RULE_SECTIONS = (
+    ("points-rules", _l("Points"), ("earn_rate_milli", "redeem_points_per_yuan", "redeem_minimum",
+                                    "redeem_cap_percent", "purchase_cap_fen", "shortfall_policy", "referral_bonus")),
+    ("expiry-rules", _l("Expiry and tiers"), ("expiry_days", "tier_retention_days", "qualifying_days")),
+    ("member-rules", _l("Members"), ("privacy_version", "guardian_age", "activation_minutes")),
+    ("complaint-rules", _l("Complaints"), ("complaint_response_hours", "complaint_resolution_hours",
+                                           "complaint_reopen_days")),
+    ("fraud-rules", _l("Fraud signals"), ("fraud_purchases_per_day", "fraud_adjustment_points",
+                                          "fraud_return_points_percent")),
+)
+assert sorted(name for *_, names in RULE_SECTIONS for name in names) == sorted(RULE_LABELS)
 POLICY_LABELS = {"deduct": _l("Deduct them from the cash refund"), "negative": _l("Leave a negative balance")}
 
 
@@ -75,7 +90,7 @@ def _page(status: int = 200, *, tier_values: dict | None = None, tier_errors: di
     shown_rules = rule_values or {name: str(getattr(current, name)) for name in RULE_LABELS}
     return render_page(
         TEMPLATE, status=status, tier_rows=_tier_rows(tier_values), tier_errors=tier_errors or {},
-        rule_labels=RULE_LABELS, rule_values=shown_rules, rule_errors=rule_errors or {},
+        rule_labels=RULE_LABELS, rule_sections=RULE_SECTIONS, rule_values=shown_rules, rule_errors=rule_errors or {},
         policy_labels=POLICY_LABELS, saved=request.args.get("saved"),
     )
 
