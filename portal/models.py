@@ -89,7 +89,10 @@ class Store(db.Model):
     name: Mapped[str] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    creation_key: Mapped[str | None] = mapped_column(String(64))  # the form that created it; unique index below
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("uq_stores_creation_key", "creation_key", unique=True),)
 
 
 class Staff(LoginMixin, db.Model):
@@ -103,11 +106,15 @@ class Staff(LoginMixin, db.Model):
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
     phone: Mapped[str | None] = mapped_column(String(20))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    creation_key: Mapped[str | None] = mapped_column(String(64))  # the form that created it; unique index below
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     store: Mapped[Store | None] = relationship()
 
-    __table_args__ = (CheckConstraint("role IN ('cashier', 'manager', 'admin')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('cashier', 'manager', 'admin')", name="role"),
+        Index("uq_staff_creation_key", "creation_key", unique=True),
+    )
 
     @property
     def is_active(self) -> bool:
@@ -156,7 +163,7 @@ class Member(LoginMixin, db.Model):
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     referral_rewarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_birthday_bonus_year: Mapped[int | None] = mapped_column(Integer)
-    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the member registered
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), index=True)  # where the member registered
     registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))  # registered by a register
     password_hash: Mapped[str | None] = mapped_column(String(255))
@@ -223,6 +230,7 @@ class Purchase(db.Model):
 
     __table_args__ = (
         Index("ix_purchases_member_created", "member_id", "created_at"),
+        Index("ix_purchases_store_created", "store_id", "created_at"),
         CheckConstraint("gross_fen > 0", name="gross_positive"),
         CheckConstraint("paid_fen >= 0", name="paid_not_negative"),
         CheckConstraint("returned_gross_fen >= 0 AND returned_gross_fen <= gross_fen", name="returned_within_gross"),
@@ -265,7 +273,10 @@ class Return(db.Model):
     store: Mapped[Store] = relationship()
     staff: Mapped[Staff | None] = relationship()
 
-    __table_args__ = (CheckConstraint("returned_gross_fen > 0", name="returned_positive"),)
+    __table_args__ = (
+        CheckConstraint("returned_gross_fen > 0", name="returned_positive"),
+        Index("ix_returns_store_created", "store_id", "created_at"),
+    )
 
 
 class LedgerEntry(db.Model):
@@ -568,6 +579,7 @@ class MemberImport(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))  # where the imported members count as registered
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    creation_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # the form that started it
     filename: Mapped[str] = mapped_column(String(255))
     file_sha256: Mapped[str] = mapped_column(String(64), index=True)
     encoding: Mapped[str] = mapped_column(String(16))

@@ -29,7 +29,8 @@ def test_a_manager_lowers_a_tier_threshold_and_a_member_moves_up_on_the_next_pur
 
     page = browsing.page("en-US")
     sign_in(page, manager)
-    page.locator("header nav a", has_text="Settings").click()
+    page.locator("header nav a", has_text="Manage").click()
+    page.locator("header nav.manage-nav a", has_text="Settings").click()
     expect(page).to_have_url(re.compile(r"/manage/settings$"))
     threshold = page.locator("#silver-threshold")
     expect(threshold).to_have_value("1000.00")

@@ -29,7 +29,8 @@ def test_admin_creates_a_register_token_uses_it_and_revokes_it(browsing, admin, 
     page = browsing.page("en-US")
     sign_in(page, admin)
 
-    page.locator("header.topbar nav a", has_text="Register tokens").click()
+    page.locator("header.topbar nav a", has_text="Manage").click()
+    page.locator("header.topbar nav.manage-nav a", has_text="Register tokens").click()
     expect(page).to_have_url(re.compile(r"/manage/api-tokens$"))
     expect(page.locator("main h1")).to_have_text("Register tokens")
     expect(page.locator("main")).to_contain_text("No register has a token yet.")

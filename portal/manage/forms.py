@@ -1,15 +1,31 @@
 """Forms of the manager area."""
 from __future__ import annotations
 
+import re
+from datetime import date
+
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, Form, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, ValidationError
+from flask_wtf.file import FileField
+from wtforms import (
+    BooleanField,
+    Form,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from ..complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
+from ..dashboard import MAX_TAKINGS_FEN
 from ..extensions import db
 from ..models import Staff
-from ..money import InputError, normalise_text, parse_points
+from ..money import InputError, normalise_text, parse_money, parse_points
+from ..segments import LISTS, SEGMENT_LABELS
+from ..staff import ROLES
 from ..till.forms import KeyedForm
 
 
@@ -21,7 +37,7 @@ class ApiTokenForm(KeyedForm):
 
 # --- complaints -----------------------------------------------------------------------------------------
 
-def _row_id(value) -> int | None:
+def row_id(value) -> int | None:
     """A row id typed into a form or a URL, or None for anything that is not one."""
     if value is None or value == "":
         return None
@@ -44,7 +60,7 @@ class QueueFilterForm(Form):
         SelectChoice("active", _l("Open or acknowledged")), *(SelectChoice(*item) for item in STATUS_LABELS.items()),
         SelectChoice("all", _l("Any status")),
     ])
-    store = SelectField(_l("Store"), coerce=_row_id, validate_choice=False)
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
     category = SelectField(_l("Category"), validate_choice=False,
                            choices=[SelectChoice("", _l("Any category")),
                                     *(SelectChoice(*item) for item in CATEGORY_LABELS.items())])
@@ -67,7 +83,7 @@ class FiguresFilterForm(Form):
         SelectChoice("today", _l("Today")), SelectChoice("7", _l("Last 7 days")),
         SelectChoice("30", _l("Last 30 days")), SelectChoice("90", _l("Last 90 days")),
     ])
-    store = SelectField(_l("Store"), coerce=_row_id, validate_choice=False)
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
 
     def chosen_period(self) -> str:
         return self.period.data if self.period.data in ("today", "7", "30", "90") else "7"
@@ -99,7 +115,7 @@ class ResolveForm(FlaskForm):
 
 
 class AssignForm(FlaskForm):
-    assignee = SelectField(_l("Assign to"), coerce=_row_id, validate_choice=False)
+    assignee = SelectField(_l("Assign to"), coerce=row_id, validate_choice=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,3 +140,212 @@ class GoodwillForm(KeyedForm):
         except InputError as error:
             raise ValidationError(error.args[0]) from None
 
+
+# --- staff and stores -----------------------------------------------------------------------------------
+# The rules (username, password length, phone, store code, time zone, who may do what) live in
+# portal/staff.py; these forms only carry the fields, and the service's refusals go beside them.
+
+
+
+ROLE_LABELS = {"cashier": _l("Cashier"), "manager": _l("Manager"), "admin": _l("Administrator")}
+STAFF_STATUSES = ("active", "inactive", "all")
+
+
+class StaffFilterForm(Form):
+    """The staff list's filters, read from the query string; values that are not choices are ignored."""
+
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False, id="filter-store")
+    role = SelectField(_l("Role"), validate_choice=False, id="filter-role",
+                       choices=[SelectChoice("", _l("Any role")),
+                                *(SelectChoice(role, ROLE_LABELS[role]) for role in ROLES)])
+    status = SelectField(_l("Status"), default="active", validate_choice=False, id="filter-status", choices=[
+        SelectChoice("active", _l("Active")), SelectChoice("inactive", _l("Deactivated")),
+        SelectChoice("all", _l("Active or deactivated")),
+    ])
+
+    def chosen_role(self) -> str | None:
+        return self.role.data if self.role.data in ROLES else None
+
+    def chosen_status(self) -> str:
+        return self.status.data if self.status.data in STAFF_STATUSES else "active"
+
+
+class StaffForm(KeyedForm):
+    """A new staff account; sent twice, it creates one."""
+
+    username = StringField(_l("Username"), id="staff-username")
+    name = StringField(_l("Name"), id="staff-name")
+    password = PasswordField(_l("Password"), id="staff-password")
+    role = SelectField(_l("Role"), validate_choice=False, id="staff-role")
+    store_id = SelectField(_l("Store"), coerce=row_id, validate_choice=False, id="staff-store")
+    phone = StringField(_l("Their own mobile (optional)"), id="staff-phone")
+
+
+class StaffActionForm(FlaskForm):
+    """Deactivate, reactivate or reset a password: nothing to fill in but the CSRF token."""
+
+
+class StaffRoleForm(FlaskForm):
+    role = SelectField(_l("Role"), validate_choice=False)
+    store_id = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
+
+
+class StoreForm(KeyedForm):
+    """A new store; sent twice, it creates one."""
+
+    code = StringField(_l("Code"), id="store-code")
+    name = StringField(_l("Name"), id="store-name")
+    timezone = StringField(_l("Time zone"), id="store-timezone", default="Asia/Shanghai")
+
+
+class StoreEditForm(FlaskForm):
+    name = StringField(_l("Name"))
+    timezone = StringField(_l("Time zone"))
+
+
+# --- audit log viewer -----------------------------------------------------------------------------------
+
+
+_ACTION_CODE = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+_DATE_TEXT = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
+
+
+class AuditFilterForm(Form):
+    """The audit log's filters, read from the query string (a GET form: bookmarkable, no CSRF).
+
+    A value that is not valid is ignored, so an old bookmark still opens; only a date that cannot be read is
+    pointed out beside its field (and not used)."""
+
+    action = SelectField(_l("Action"), validate_choice=False)
+    staff = SelectField(_l("Staff member"), coerce=row_id, validate_choice=False)
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
+    target = StringField(_l("Target contains"), filters=[normalise_text])
+    date_from = StringField(_l("From (date)"))
+    date_to = StringField(_l("To (date)"))
+
+    def chosen_action(self) -> tuple[str | None, str | None]:
+        """(action, group): an action code, or a group such as "complaint" from "complaint.*"; else (None, None)."""
+        value = (self.action.data or "").strip()
+        if len(value) > 64:
+            return None, None
+        if value.endswith(".*") and _ACTION_CODE.fullmatch(value[:-2]):
+            return None, value[:-2]
+        if _ACTION_CODE.fullmatch(value):
+            return value, None
+        return None, None
+
+    def chosen_target(self) -> str | None:
+        return (self.target.data or "")[:128] or None
+
+    def chosen_date(self, field) -> date | None:
+        """The date typed (YYYY-MM-DD, as a date picker sends it), or None; a date that cannot be read gets an
+        error beside the field."""
+        text = normalise_text(field.data)
+        if not text:
+            return None
+        match = _DATE_TEXT.fullmatch(text)
+        try:
+            if not match or not 2000 <= int(match.group(1)) <= 2999:
+                raise ValueError
+            return date(*(int(part) for part in match.groups()))
+        except ValueError:
+            field.errors = [_l("Enter a date such as 2026-06-15. This one is not used.")]
+            return None
+
+
+# --- members list (manage/members.py) -------------------------------------------------------------------
+
+
+
+MEMBER_LIST_LABELS = {
+    "all": _l("All members"),
+    "birthdays": _l("Birthdays this month"),
+    "expiring": _l("Points expiring in 30 days"),
+    "at_risk": _l("Members at risk"),
+}
+CONSENT_CHOICES = {"yes": True, "no": False}
+
+
+class MemberFilterForm(Form):
+    """The members list's search and filters, read from the query string (a GET form: bookmarkable, no CSRF).
+
+    A value that is not one of the choices is ignored rather than refused: an old bookmark still opens."""
+
+    q = StringField(_l("Name, phone, last 4 digits or card number"), id="member-q", filters=[normalise_text])
+    show = SelectField(_l("List"), default="all", validate_choice=False,
+                       choices=[SelectChoice(name, MEMBER_LIST_LABELS[name]) for name in LISTS])
+    tier = SelectField(_l("Tier"), coerce=row_id, validate_choice=False)
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
+    segment = SelectField(_l("Segment"), validate_choice=False,
+                          choices=[SelectChoice("", _l("Any segment")),
+                                   *(SelectChoice(*item) for item in SEGMENT_LABELS.items())])
+    consent = SelectField(_l("Marketing consent"), validate_choice=False, choices=[
+        SelectChoice("", _l("Given or not")), SelectChoice("yes", _l("Given")), SelectChoice("no", _l("Not given")),
+    ])
+
+    def chosen_show(self) -> str:
+        return self.show.data if self.show.data in LISTS else "all"
+
+    def chosen_segment(self) -> str | None:
+        return self.segment.data if self.segment.data in SEGMENT_LABELS else None
+
+    def chosen_consent(self) -> bool | None:
+        return CONSENT_CHOICES.get(self.consent.data)
+
+    def search_text(self) -> str:
+        return (self.q.data or "")[:100]
+
+
+# --- dashboard: a day's takings -------------------------------------------------------------------------
+
+
+
+
+class TakingsForm(FlaskForm):
+    """A store's total takings for one local day, from the till's end-of-day report (members and everyone else).
+
+    Sending a day again corrects it (one row per store and day), so the form needs no one-time key.
+    The store is the manager's own; an admin picks it."""
+
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False, id="takings-store")
+    day = StringField(_l("Day"), filters=[normalise_text], id="takings-day")
+    amount = StringField(_l("Takings of the day (all customers)"), id="takings-amount")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.day_value: date | None = None
+        self.amount_fen = 0
+
+    def validate_day(self, field):
+        try:
+            self.day_value = date.fromisoformat(field.data or "")
+        except ValueError:
+            raise ValidationError(_l("Enter a day such as 2026-06-14.")) from None
+
+    def validate_amount(self, field):
+        try:
+            self.amount_fen = parse_money(field.data, MAX_TAKINGS_FEN)
+        except InputError as error:
+            raise ValidationError(error.args[0]) from None
+
+
+# --- member imports (CSV) -------------------------------------------------------------------------------
+
+
+
+class ImportForm(KeyedForm):
+    """Upload a CSV of existing members; the file itself is checked by imports.start_import."""
+
+    file = FileField(_l("CSV file"))
+    store_id = SelectField(_l("Members count as registered at"), coerce=row_id, validate_choice=False)
+    dry_run = BooleanField(_l("Dry run: check every row and report what would happen, without adding anyone"))
+
+
+class ImportStepForm(FlaskForm):
+    """The next step of an import; `offset` is where the page saw it stand (a step sent twice does nothing)."""
+
+    offset = IntegerField(validators=[Optional(), NumberRange(min=0, max=2**31 - 1)])
+
+
+class ImportForRealForm(KeyedForm):
+    """Run a finished dry run's file as a real import."""
