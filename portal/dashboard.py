@@ -369,12 +369,14 @@ def record_takings(session: Session, *, store: Store, day: date, amount_fen: int
     the same amount again changes nothing and writes no audit row."""
     today = now.astimezone(ZoneInfo(store.timezone)).date()
     if day > today:
-        raise TakingsError("day", _l("That day has not come yet. Takings are recorded once the day is over."),
+        raise TakingsError("day", _l("That day has not come yet."),
                            "day_in_future")
     if day < today - timedelta(days=TAKINGS_DAYS_BACK):
         raise TakingsError("day", _l("Choose a day within the last year."), "day_too_old")
-    if not 0 < amount_fen <= MAX_TAKINGS_FEN:
+    if amount_fen <= 0:
         raise TakingsError("amount", _l("Enter the day's takings, more than zero."), "invalid_amount")
+    if amount_fen > MAX_TAKINGS_FEN:
+        raise TakingsError("amount", _l("That is more than one store takes in a day; check the amount."), "too_large")
 
     def existing() -> StoreTakings | None:
         return session.scalars(select(StoreTakings).where(StoreTakings.store_id == store.id, StoreTakings.day == day)

@@ -73,3 +73,54 @@ def test_a_manager_lowers_a_tier_threshold_and_a_member_moves_up_on_the_next_pur
     refused = re.compile(r"/manage/settings/tiers: Failed to load resource: the server responded with a status of 422\b")
     assert [problem for problem in browsing.problems if not refused.search(problem)] == []
     assert len(browsing.problems) == 1, browsing.problems
+
+
+def gbk_file(path, rows: int) -> None:
+    """A member list as Excel in China saves it: GBK, Chinese headers; row 3 has a phone that is not one."""
+    lines = ["姓名,手机,积分"]
+    for number in range(rows):
+        phone = "12345" if number == 1 else f"139{number:08d}"
+        lines.append(f"会员{number},{phone},{number % 7 * 100}")
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("gbk"))
+
+
+def test_a_manager_imports_a_gbk_file_dry_run_first_with_the_progress_bar_moving(app, browsing, manager, tmp_path):
+    rows = 450  # three steps of 200 rows
+    upload = tmp_path / "会员.csv"
+    gbk_file(upload, rows)
+    points = sum(number % 7 * 100 for number in range(rows) if number != 1)
+
+    page = browsing.page("zh-CN")
+    sign_in(page, manager)
+    page.goto("/manage/imports")
+    page.wait_for_function("window.htmx !== undefined")
+    mark_page(page)
+    page.locator("input[type=file][name=file]").set_input_files(str(upload))
+    page.locator("input[name=dry_run]").check()
+    page.locator("main form button[type=submit]").click()
+
+    progress = page.locator("section.import-progress")
+    expect(progress.locator("progress")).to_have_attribute("max", str(rows))
+    # The bar moves while the steps run (each step answers with the next poll), then stops at the end.
+    page.wait_for_function("() => { const p = document.querySelector('section.import-progress progress');"
+                           " return p !== null && Number(p.value) > 0 && Number(p.value) < Number(p.max); }")
+    expect(progress.locator("[data-figure=processed]")).to_have_text(f"{rows}")
+    expect(progress.locator("[data-figure=created]")).to_have_text(f"{rows - 1}")
+    expect(progress.locator("[data-figure=refused]")).to_have_text("1")
+    expect(progress.locator("#refused-row-3")).to_be_visible()  # the header is row 1, so the second member is row 3
+    assert_same_page(page)
+    with app.app_context():
+        assert db.session.query(Member).count() == 0  # a dry run adds nobody
+
+    page.locator("#import-outcome button[type=submit]").click()
+    outcome = page.locator("#import-outcome.success")
+    expect(outcome).to_be_visible(timeout=20_000)
+    progress = page.locator("section.import-progress")
+    expect(progress.locator("[data-figure=created]")).to_have_text(f"{rows - 1}")
+    expect(progress.locator("[data-figure=points]")).to_have_text(f"{points:,}")
+    assert_same_page(page)
+    with app.app_context():
+        assert db.session.query(Member).count() == rows - 1
+        assert sum(m.points_balance for m in db.session.query(Member)) == points
+
+    assert browsing.problems == []

@@ -440,7 +440,7 @@ def test_a_manager_records_and_corrects_a_days_takings(app, manager, data):
     ("2026-06-13", "100000000.01", "takings-amount", "The amount is more than the limit of ¥100,000,000.00."),
     ("", "100", "takings-day", "Enter a day such as 2026-06-14."),
     ("2026-13-01", "100", "takings-day", "Enter a day such as 2026-06-14."),
-    ("2026-06-16", "100", "takings-day", "That day has not come yet. Takings are recorded once the day is over."),
+    ("2026-06-16", "100", "takings-day", "That day has not come yet."),
     ("2025-06-13", "100", "takings-day", "Choose a day within the last year."),  # 367 days before 15 June
 ])
 @pytest.mark.parametrize("htmx", [False, True])
@@ -506,7 +506,7 @@ def test_takings_are_a_stores_own_day_even_for_another_zone(app, admin, data):
     response = admin.post(TAKINGS, data={"store": london_id, "day": "2026-06-16", "amount": "1"})
     assert response.status_code == 422
     assert field_error(response, "takings-day") == (
-        "That day has not come yet. Takings are recorded once the day is over.")
+        "That day has not come yet.")
 
 
 def test_the_service_upserts_and_refuses(app, ctx):

@@ -53,8 +53,11 @@ def staff_message(outcome: str, person: Staff) -> str:
     if outcome == "reactivate":
         return gettext("%(username)s can sign in again.", username=username)
     if outcome == "role":
-        return gettext("%(username)s now works as %(role)s.", username=username,
-                       role=ROLE_LABELS.get(person.role, person.role))
+        role = ROLE_LABELS.get(person.role, person.role)
+        if person.store is None:
+            return gettext("%(username)s now works as %(role)s.", username=username, role=role)
+        return gettext("%(username)s now works as %(role)s at %(store)s.", username=username, role=role,
+                       store=person.store.name)
     return gettext("Nothing changed for %(username)s.", username=username)
 
 
