@@ -25,7 +25,7 @@ from . import factories
 from .conftest import FIXED_NOW
 from .helpers import field_error, figure, is_full_page, text_of
 
-DASHBOARD = "/manage/dashboard"
+DASHBOARD = "/manage/"  # also served at /manage/dashboard
 TAKINGS = "/manage/takings"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -302,7 +302,7 @@ def test_a_manager_sees_only_their_store_whatever_the_address_says(app, client, 
 
 
 def test_both_addresses_and_the_htmx_block(manager, data):
-    for path in ("/manage/", DASHBOARD):
+    for path in ("/manage/dashboard", DASHBOARD):
         response = manager.get(path)
         assert response.status_code == 200 and is_full_page(response), path
         assert figure(response, "member-sales") == "¥159.00"
@@ -319,11 +319,11 @@ def test_both_addresses_and_the_htmx_block(manager, data):
 
 
 def test_cashiers_are_refused_and_strangers_sent_to_sign_in(app, client, login, data):
-    for path in ("/manage/", DASHBOARD):
+    for path in ("/manage/dashboard", DASHBOARD):
         response = client.get(path)
         assert response.status_code == 302 and response.headers["Location"].startswith("/login")
     login(client, "cashier")
-    for path in ("/manage/", DASHBOARD, f"{DASHBOARD}?period=30"):
+    for path in ("/manage/dashboard", DASHBOARD, f"{DASHBOARD}?period=30"):
         assert client.get(path).status_code == 403, path
         assert client.get(path, htmx=True).status_code == 403, path
     assert client.post(TAKINGS, data={"day": "2026-06-13", "amount": "100"}).status_code == 403

@@ -190,7 +190,8 @@ def test_manager_has_the_link_and_sees_only_their_store(app, client, login):
     theirs = make_complaint(app, store_code="S002")
     before = snapshot(app, theirs)
     login(client, "manager")
-    assert f'href="{QUEUE}"' in text_of(client.get("/till/"))
+    assert 'href="/manage/"' in text_of(client.get("/till/"))  # "Manage" in the top bar
+    assert f'href="{QUEUE}"' in text_of(client.get("/manage/"))  # and the console's own menu
     response = client.get(QUEUE)
     assert response.status_code == 200 and is_full_page(response)
     assert listed(response) == [ours]

@@ -97,8 +97,8 @@ def _page(status: int = 200, filters: dict | None = None, **context):
         **_charts(data, locale), **filters, **context)
 
 
-@bp.route("/")
 @bp.route("/dashboard")
+@bp.route("/")
 @access("manager")
 def show_dashboard():
     """The figures for the chosen period and store; the filters re-render the figures only (htmx) and the
