@@ -10,6 +10,7 @@ taken by the service functions.
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import click
 from flask import has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -18,8 +19,14 @@ _write_intent: ContextVar[bool] = ContextVar("write_intent", default=False)
 
 
 def declare_write_intent(value: bool = True) -> None:
-    """Mark the current context (a CLI command, a thread) as one that writes."""
-    _write_intent.set(value)
+    """Mark the running CLI command as one that writes, until it ends.
+
+    The mark is taken back when the command's click context closes, so it never outlives the command in a
+    process that goes on (the test runner, a shell that invokes several commands)."""
+    token = _write_intent.set(value)
+    command = click.get_current_context(silent=True)
+    if command is not None:
+        command.call_on_close(lambda: _write_intent.reset(token))
 
 
 @contextmanager

@@ -82,7 +82,7 @@ def only_token(app) -> dict:
 
 # --- access ---------------------------------------------------------------------------------------------
 
-def test_admin_sees_the_page_and_the_link_in_the_top_bar(admin_client):
+def test_admin_sees_the_page_and_the_link_in_the_console_menu(admin_client):
     response = admin_client.get(PAGE)
     assert response.status_code == 200
     page = text_of(response)
@@ -90,7 +90,7 @@ def test_admin_sees_the_page_and_the_link_in_the_top_bar(admin_client):
     assert "No register has a token yet." in page
     assert "S001 · Test Store" in page
     assert is_full_page(response)
-    assert f'href="{PAGE}"' in text_of(admin_client.get("/till/"))
+    assert f'href="{PAGE}"' in text_of(admin_client.get("/manage/"))
 
 
 @pytest.mark.parametrize("role", ["cashier", "manager"])
