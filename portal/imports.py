@@ -207,6 +207,11 @@ def size_label(size: int) -> str:
     return f"{max(1, round(size / 1024)):,} KB"
 
 
+def too_large(max_bytes: int) -> ImportRefusal:
+    return ImportRefusal("file", _l("The file is larger than %(limit)s. Split it and import the parts one after "
+                                    "the other.", limit=size_label(max_bytes)), "too_large")
+
+
 def start_import(session: Session, *, data: bytes, filename: str | None, store: Store | None, staff: Staff,
                  dry_run: bool, now: datetime, max_bytes: int, creation_key: str | None = None) -> MemberImport:
     """Check an upload as a whole and keep it as an import to be worked through in steps.
@@ -222,8 +227,7 @@ def start_import(session: Session, *, data: bytes, filename: str | None, store: 
     if not filename and not data:
         raise ImportRefusal("file", _l("Choose a CSV file to import."), "no_file")
     if len(data) > max_bytes:
-        raise ImportRefusal("file", _l("The file is larger than %(limit)s. Split it and import the parts "
-                                       "one after the other.", limit=size_label(max_bytes)), "too_large")
+        raise too_large(max_bytes)
     if not data:
         raise ImportRefusal("file", _l("The file is empty."), "empty_file")
     text, encoding = decode(data)

@@ -6,7 +6,7 @@ step of an import is one transaction under the import's row lock (see portal/imp
 """
 from __future__ import annotations
 
-from flask import abort, current_app, redirect, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from flask_babel import format_percent
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from wtforms import SelectChoice
 
 from .. import imports
-from ..access import access
+from ..access import access, allowed
 from ..extensions import db
 from ..models import MemberImport, Store
 from ..web import is_htmx, now, render_page, rules
@@ -140,6 +140,19 @@ def start_import():
         abort(404)
     db.session.commit()
     return _answer(job, "content")
+
+
+@bp.errorhandler(413)
+def upload_too_large(error):
+    """A file larger than a request may be is refused beside the file field, like any other unusable file
+    (422, so htmx shows the form again), to those who may import; anyone else gets the plain error page.
+
+    The body is refused before the view runs (reading the form for its CSRF token), so nothing was kept."""
+    if request.endpoint != "manage.start_import" or not allowed(current_user, "manager"):
+        return render_template("error.html", code=413, message=_("What was sent is too large.")), 413
+    form = _upload_form()
+    form.file.errors = [imports.too_large(max_bytes()).message]
+    return _page(422, form)
 
 
 @bp.route("/imports/<id:import_id>")
