@@ -602,8 +602,142 @@ class MemberImport(db.Model):
     __table_args__ = (CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),)
 
 
+MESSAGE_KINDS = ("service", "marketing")
+MESSAGE_CHANNELS = ("inbox", "email", "sms")
+DELIVERY_STATUSES = ("queued", "sent", "failed", "cancelled")
+CAMPAIGN_STATUSES = ("draft", "queued", "sending", "done", "cancelled")
+
+
+class MessageTemplate(db.Model):
+    """A message in both languages with placeholders such as {name} or {balance}, for care or a campaign."""
+
+    __tablename__ = "message_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)  # birthday, expiry_reminder, tier_change, or a slug
+    kind: Mapped[str] = mapped_column(String(16))  # service or marketing
+    name: Mapped[str] = mapped_column(String(100))
+    subject_zh: Mapped[str] = mapped_column(String(200))
+    body_zh: Mapped[str] = mapped_column(Text)
+    subject_en: Mapped[str] = mapped_column(String(200))
+    body_en: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint(_in("kind", MESSAGE_KINDS), name="kind"),)
+
+
+class Campaign(db.Model):
+    """A marketing message to an audience of members, with a random control group held back to measure it."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    template_id: Mapped[int] = mapped_column(ForeignKey("message_templates.id"))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))  # whose members (None: every store)
+    audience: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the filters that chose the members
+    control_percent: Mapped[int] = mapped_column(Integer, default=10)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    audience_size: Mapped[int] = mapped_column(Integer, default=0)
+    control_size: Mapped[int] = mapped_column(Integer, default=0)
+    creation_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    template: Mapped[MessageTemplate] = relationship()
+    store: Mapped[Store | None] = relationship()
+
+    __table_args__ = (CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="status"),)
+
+
+class CampaignMember(db.Model):
+    """A member a campaign chose: sent the message, or held back in the control group."""
+
+    __tablename__ = "campaign_members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    control: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "member_id", name="uq_campaign_members_campaign_member"),)
+
+
+class Message(db.Model):
+    """One message to one member, written in their language; it reaches them through one or more deliveries."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # service or marketing
+    purpose: Mapped[str] = mapped_column(String(32))  # birthday, expiry_reminder, tier_change, campaign, ...
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("message_templates.id"))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))  # whose clock (quiet hours) applies
+    locale: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(String(128))  # one message per key, ever; unique index below
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)  # not sent before this (a campaign's time)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its unsubscribe link was used
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    member: Mapped[Member] = relationship()
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", MESSAGE_KINDS), name="kind"),
+        Index("uq_messages_dedupe_key", "dedupe_key", unique=True),
+        Index("ix_messages_member_id", "member_id", "id"),
+    )
+
+
+class MessageDelivery(db.Model):
+    """A message on one channel (the inbox, e-mail or SMS): the outbox row that send-messages works through."""
+
+    __tablename__ = "message_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    address: Mapped[str | None] = mapped_column(String(254))  # the e-mail address or phone it goes to
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    message: Mapped[Message] = relationship()
+
+    __table_args__ = (
+        CheckConstraint(_in("channel", MESSAGE_CHANNELS), name="channel"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+        Index("ix_message_deliveries_outbox", "status", "next_attempt_at"),
+    )
+
+
+class JobLock(db.Model):
+    """A lease that lets one app server at a time run a daily job (send-care, send-messages)."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 __all__ = [
-    "ActivationCode", "ApiRequest", "MemberImport", "StoreTakings", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
+    "ActivationCode", "ApiRequest", "Campaign", "CampaignMember", "JobLock", "MemberImport", "Message",
+    "MessageDelivery", "MessageTemplate", "StoreTakings", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
 ]

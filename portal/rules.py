@@ -38,6 +38,9 @@ class Rules:
     fraud_purchases_per_day: int = 5  # more purchases than this by one member in one local day is a signal
     fraud_adjustment_points: int = 5000  # a manual adjustment of at least this many points (either sign)
     fraud_return_points_percent: int = 50  # returning a purchase at least this percent paid with points
+    quiet_hours_start: int = 21  # no marketing message from this hour (store time)...
+    quiet_hours_end: int = 9  # ...until this hour
+    marketing_monthly_cap: int = 4  # marketing messages a member gets at most in a calendar month
 
     def points_value_fen(self, points: int) -> int:
         """What a number of points is worth, in fen (rounded down)."""
@@ -70,6 +73,7 @@ BOUNDS = {
     "referral_bonus": (0, 1_000_000), "guardian_age": (0, 18), "activation_minutes": (5, 1440),
     "tier_retention_days": (1, 3650), "qualifying_days": (1, 3650),
     "complaint_response_hours": (1, 720), "complaint_resolution_hours": (1, 2160), "complaint_reopen_days": (0, 90),
+    "quiet_hours_start": (0, 23), "quiet_hours_end": (0, 23), "marketing_monthly_cap": (0, 100),
     "fraud_purchases_per_day": (1, 1000), "fraud_adjustment_points": (1, 1_000_000),
     "fraud_return_points_percent": (1, 100),
 }

@@ -39,6 +39,9 @@ RULE_LABELS = {
     "fraud_purchases_per_day": _l("More purchases than this by one member in one day"),
     "fraud_adjustment_points": _l("Manual adjustments of at least this many points, added or taken"),
     "fraud_return_points_percent": _l("Returns of purchases paid at least this percentage with points"),
+    "quiet_hours_start": _l("Quiet hours begin at (hour, store time): no marketing messages"),
+    "quiet_hours_end": _l("Quiet hours end at (hour, store time)"),
+    "marketing_monthly_cap": _l("Marketing messages a member gets at most in a month"),
 }
 # The rules as the page groups them; the section id is also the anchor other pages link to.
 RULE_SECTIONS = (
@@ -50,6 +53,7 @@ RULE_SECTIONS = (
                                            "complaint_reopen_days")),
     ("fraud-rules", _l("Fraud signals"), ("fraud_purchases_per_day", "fraud_adjustment_points",
                                           "fraud_return_points_percent")),
+    ("message-rules", _l("Messages"), ("quiet_hours_start", "quiet_hours_end", "marketing_monthly_cap")),
 )
 assert sorted(name for *_, names in RULE_SECTIONS for name in names) == sorted(RULE_LABELS)
 POLICY_LABELS = {"deduct": _l("Deduct them from the cash refund"), "negative": _l("Leave a negative balance")}
