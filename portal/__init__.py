@@ -76,6 +76,9 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
 
     register_commands(app)
     verify_declarations(app)
+    from . import senders
+
+    senders.configured(app.config)  # refuse to start with an e-mail or SMS setting that cannot work
     return app
 
 

@@ -71,6 +71,24 @@ class Config:
 
     HTMX_CDN_URL = os.environ.get("HTMX_CDN_URL", "")
 
+    # Messages (portal/senders.py). The address members reach the portal at: unsubscribe links use it.
+    PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "http://127.0.0.1:5000")
+    # E-mail over SMTP; unset MAIL_SERVER: no e-mail (the inbox still works).
+    MAIL_SERVER = os.environ.get("MAIL_SERVER", "")
+    MAIL_USE_SSL = _env_bool("MAIL_USE_SSL", False)  # TLS from the first byte (SMTPS, usually port 465)
+    MAIL_PORT = int(os.environ.get("MAIL_PORT") or (465 if MAIL_USE_SSL else 587))
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME", "")
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD", "")
+    # STARTTLS; on by default when the portal signs in, so a password never crosses the network in clear.
+    MAIL_USE_TLS = _env_bool("MAIL_USE_TLS", bool(MAIL_USERNAME) and not MAIL_USE_SSL)
+    MAIL_FROM = os.environ.get("MAIL_FROM", "")  # required with MAIL_SERVER: "会员俱乐部 <club@example.com>"
+    MAIL_TIMEOUT = float(os.environ.get("MAIL_TIMEOUT", "10"))
+    # SMS over the store's HTTP gateway; unset SMS_GATEWAY_URL (and SMS_SENDER): no SMS.
+    SMS_GATEWAY_URL = os.environ.get("SMS_GATEWAY_URL", "")
+    SMS_GATEWAY_TOKEN = os.environ.get("SMS_GATEWAY_TOKEN", "")
+    SMS_TIMEOUT = float(os.environ.get("SMS_TIMEOUT", "10"))
+    SMS_SENDER = os.environ.get("SMS_SENDER", "")  # "package.module:function" for a gateway that differs
+
 
 class TestConfig(Config):
     ENV_NAME = "testing"
@@ -79,6 +97,11 @@ class TestConfig(Config):
     RATELIMIT_ENABLED = False
     SESSION_COOKIE_SECURE = False
     SERVER_NAME = None
+    # Tests never reach a real mail server or SMS gateway, whatever the environment says.
+    PORTAL_BASE_URL = "http://127.0.0.1:5000"
+    MAIL_SERVER = ""
+    SMS_GATEWAY_URL = ""
+    SMS_SENDER = ""
 
 
 class PostgresTestConfig(TestConfig):
