@@ -1,15 +1,19 @@
-"""flask commands: create-admin, create-api-token, demo, expire-points, review-tiers, birthday-bonus, set-rule."""
+"""flask commands: create-admin, create-api-token, demo, expire-points, review-tiers, birthday-bonus, set-rule,
+send-care, send-messages."""
 from __future__ import annotations
 
+import os
 import secrets
-from datetime import datetime, timezone
+import socket
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import click
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import api_tokens
+from . import api_tokens, care, messaging, senders
 from . import points as points_service
 from . import rules as rules_service
 from . import staff as staff_service
@@ -18,6 +22,8 @@ from .database import declare_write_intent
 from .extensions import db
 from .models import Member, Staff, Store
 from .rules import load_rules
+
+JOB_LEASE = timedelta(minutes=30)  # a job lock's lease; a server that died frees it when this runs out
 
 
 def register_commands(app: Flask) -> None:
@@ -140,6 +146,89 @@ def register_commands(app: Flask) -> None:
         posted, forfeited = points_service.birthday_bonuses(db.session, now=moment(now_text),
                                                             rules=load_rules(db.session))
         click.echo(f"{posted} birthday bonuses posted; {forfeited} skipped (birthday changed in the last 30 days).")
+
+    def job_holder() -> str:
+        """Who holds a job lock: this server and process."""
+        return f"{socket.gethostname()}:{os.getpid()}"[-64:]
+
+    def outbox_setup():
+        """The channels and senders configured (portal/senders.py); a setting that cannot work stops the job."""
+        try:
+            return senders.configured(app.config)
+        except ValueError as error:  # senders.ConfigurationError
+            raise click.ClickException(str(error)) from None
+
+    def run_locked(name: str, now: datetime, work: Callable[[Callable[[], None]], None]) -> None:
+        """Run `work()` under the job lock `name`, or say another server has it and do nothing.
+
+        The lease runs in real time (not --now): a replay of a missed day must not take over a lease that
+        today's run holds. `work` gets a heartbeat to call between batches, which renews the lease and stops
+        the run if another server has taken it over. The lock is given back at the end, also after an error;
+        finished_at records the run's own time (--now) only when it finished."""
+        holder = job_holder()
+
+        def heartbeat() -> None:
+            if not messaging.renew_lock(db.session, name, holder=holder, now=datetime.now(timezone.utc),
+                                        lease=JOB_LEASE):
+                raise click.ClickException(f"{name} lost its lock to another server; stopped.")
+
+        if not messaging.acquire_lock(db.session, name, holder=holder, now=datetime.now(timezone.utc),
+                                      lease=JOB_LEASE):
+            click.echo(f"{name} is already running elsewhere; nothing done.")
+            return
+        finished = False
+        try:
+            work(heartbeat)
+            finished = True
+        finally:
+            db.session.rollback()
+            messaging.release_lock(db.session, name, holder=holder, now=now, finished=finished)
+
+    @app.cli.command("send-care")
+    @now_option
+    def send_care(now_text: str | None):
+        """Queue birthday greetings, expiring-points reminders and tier-change notes (daily; nothing goes twice)."""
+        declare_write_intent()
+        now = moment(now_text)
+        channels, _senders = outbox_setup()
+
+        def work(heartbeat):
+            run = care.send_care(db.session, now=now, channels=channels, heartbeat=heartbeat)
+            for code in run.missing_templates:
+                click.echo(f"No {code!r} template (archived or missing): those messages were not queued.")
+            click.echo(f"{run.birthday} birthday greetings queued.")
+            for days in care.THRESHOLDS:
+                click.echo(f"{run.expiry[days]} reminders queued for points expiring within {days} days.")
+            click.echo(f"{run.tier_change} tier-change notes queued.")
+
+        run_locked(care.LOCK_NAME, now, work)
+
+    @app.cli.command("send-messages")
+    @now_option
+    @click.option("--batch", default=100, show_default=True, type=click.IntRange(min=1),
+                  help="Deliveries read from the outbox at a time.")
+    def send_messages(now_text: str | None, batch: int):
+        """Send what is due in the outbox (quiet hours and the monthly cap apply); resumes where it stopped."""
+        declare_write_intent()
+        fixed = moment(now_text) if now_text else None
+        _channels, outbox_senders = outbox_setup()
+
+        def work(heartbeat):
+            def clock() -> datetime:  # called before each batch: keep the lease while the outbox is long
+                heartbeat()
+                return fixed or datetime.now(timezone.utc)
+
+            run = messaging.send_due(
+                db.session, now=fixed or datetime.now(timezone.utc), rules=load_rules(db.session),
+                senders=outbox_senders, default_zone=app.config["BABEL_DEFAULT_TIMEZONE"], batch=batch,
+                clock=clock,
+            )
+            click.echo(f"{run.sent} sent, {run.held} held for quiet hours, {run.retried} to retry, "
+                       f"{run.failed} failed, {run.cancelled} cancelled.")
+            for error in sorted(set(run.errors))[:5]:
+                click.echo(f"  error: {error}")
+
+        run_locked("send-messages", fixed or datetime.now(timezone.utc), work)
 
     @app.cli.command("set-rule")
     @click.argument("name")

@@ -9,8 +9,9 @@ Two kinds of message (PRODUCT.md, Keeping in touch):
 - service (activation code, points about to expire, complaint replies, tier changes) reach every member;
 - marketing (birthday greetings, offers, win-back) reach only members who gave marketing consent. A member
   who withdraws consent gets nothing more, including what is already queued (`withdraw_marketing`, and the
-  outbox checks again before each delivery). Marketing waits out the quiet hours (21:00 to 09:00 in the
-  store's time zone) and stops at the monthly cap (4 a member a calendar month, in store time).
+  outbox checks again before each delivery). Marketing stops at the monthly cap (4 a member a calendar month,
+  in store time). Every message waits out the quiet hours (21:00 to 09:00 in the store's time zone) but those
+  the member is waiting for: an activation code, a reply to their complaint.
 
 Each queued message may carry a dedupe key (unique in the database): the same key never queues twice, which
 makes the daily care job safe to run again. No Flask in here: senders and settings are passed in.
@@ -59,6 +60,8 @@ PLACEHOLDER_LABELS = {
 MAX_SUBJECT = 200
 MAX_BODY = 2000
 MAX_ATTEMPTS = 5
+# Service messages the member is waiting for go at any hour; every other message waits out the quiet hours.
+URGENT_PURPOSES = frozenset({"activation", "complaint_reply"})
 RETRY_AFTER = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 
 
@@ -330,7 +333,8 @@ def _due(session: Session, now: datetime, limit: int) -> list[MessageDelivery]:
 
 def send_one(session: Session, delivery: MessageDelivery, *, now: datetime, rules: Rules,
              senders: dict[str, Sender], default_zone: str, run: OutboxRun) -> None:
-    """Try one queued delivery: check consent, quiet hours and the cap for marketing, then send or retry."""
+    """Try one queued delivery: check consent, the quiet hours (all but urgent service messages) and the monthly
+    cap (marketing), then send or schedule a retry."""
     message = delivery.message
     member = session.get(Member, message.member_id)
     store = session.get(Store, message.store_id) if message.store_id else None
@@ -340,12 +344,13 @@ def send_one(session: Session, delivery: MessageDelivery, *, now: datetime, rule
                                                              is None else "account erased")
         run.cancelled += 1
         return
-    if message.kind == "marketing":
+    if message.purpose not in URGENT_PURPOSES:
         wait = quiet_until(now, zone, rules)
         if wait is not None:
             delivery.next_attempt_at = wait
             run.held += 1
             return
+    if message.kind == "marketing":
         already = marketing_sent_this_month(session, member.id, now=now, zone=zone, except_message=message.id)
         if already >= rules.marketing_monthly_cap:
             delivery.status, delivery.last_error = "cancelled", "monthly cap reached"
@@ -414,9 +419,22 @@ def acquire_lock(session: Session, name: str, *, holder: str, now: datetime, lea
     return bool(taken)
 
 
-def release_lock(session: Session, name: str, *, holder: str, now: datetime) -> None:
+def renew_lock(session: Session, name: str, *, holder: str, now: datetime, lease: timedelta) -> bool:
+    """Extend the lease of a lock still held (committed at once); False if another runner has taken it over."""
+    renewed = session.execute(
+        update(JobLock).where(JobLock.name == name, JobLock.holder == holder, JobLock.locked_until.is_not(None))
+        .values(locked_until=now + lease).execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return bool(renewed)
+
+
+def release_lock(session: Session, name: str, *, holder: str, now: datetime, finished: bool = True) -> None:
+    """Give the lock back. `finished=False` (a run that failed) leaves finished_at at the last run that
+    finished, which the next run may use to know how far back to look."""
+    values = {"locked_until": None, **({"finished_at": now} if finished else {})}
     session.execute(
         update(JobLock).where(JobLock.name == name, JobLock.holder == holder)
-        .values(locked_until=None, finished_at=now).execution_options(synchronize_session=False)
+        .values(**values).execution_options(synchronize_session=False)
     )
     session.commit()

@@ -184,3 +184,17 @@ def test_only_one_runner_holds_the_job_lock(ctx):
     # A holder that died: its lease runs out and the next run takes over.
     assert messaging.acquire_lock(db.session, "send-care", holder="c", now=DAYTIME + lease + timedelta(seconds=1),
                                   lease=lease)
+
+
+def test_an_activation_code_goes_at_night_but_a_tier_note_waits_for_the_morning(ctx):
+    member = factories.member(now=DAYTIME)
+    night = datetime(2026, 6, 15, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
+    urgent = messaging.queue(db.session, member=member, template=template("activation"), purpose="activation",
+                             now=night, channels=INBOX_ONLY, extra={"code": "123456"})
+    note = messaging.queue(db.session, member=member, template=template("tier_change"), purpose="tier_change",
+                           now=night, channels=INBOX_ONLY)
+    db.session.commit()
+    run = send(night)
+    assert (run.sent, run.held) == (1, 1)
+    assert [d.status for d in deliveries(urgent.id)] == ["sent"]
+    assert [d.status for d in deliveries(note.id)] == ["queued"]
