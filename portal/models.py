@@ -621,6 +621,7 @@ class MessageTemplate(db.Model):
     body_zh: Mapped[str] = mapped_column(Text)
     subject_en: Mapped[str] = mapped_column(String(200))
     body_en: Mapped[str] = mapped_column(Text)
+    creation_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # the form that created it
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -640,6 +641,8 @@ class Campaign(db.Model):
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))  # whose members (None: every store)
     audience: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the filters that chose the members
     control_percent: Mapped[int] = mapped_column(Integer, default=10)
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)  # of the random draw of the control group
+    prepared_count: Mapped[int] = mapped_column(Integer, default=0)  # sent-group members queued so far
     send_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="draft")
     audience_size: Mapped[int] = mapped_column(Integer, default=0)

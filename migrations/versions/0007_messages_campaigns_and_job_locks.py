@@ -61,6 +61,7 @@ def upgrade():
     sa.Column('body_zh', sa.Text(), nullable=False),
     sa.Column('subject_en', sa.String(length=200), nullable=False),
     sa.Column('body_en', sa.Text(), nullable=False),
+    sa.Column('creation_key', sa.String(length=64), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
@@ -68,7 +69,8 @@ def upgrade():
     sa.CheckConstraint("kind IN ('service', 'marketing')", name=op.f('ck_message_templates_kind')),
     sa.ForeignKeyConstraint(['created_by_id'], ['staff.id'], name=op.f('fk_message_templates_created_by_id_staff')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message_templates')),
-    sa.UniqueConstraint('code', name=op.f('uq_message_templates_code'))
+    sa.UniqueConstraint('code', name=op.f('uq_message_templates_code')),
+    sa.UniqueConstraint('creation_key', name=op.f('uq_message_templates_creation_key'))
     )
     op.create_table('campaigns',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -77,6 +79,8 @@ def upgrade():
     sa.Column('store_id', sa.Integer(), nullable=True),
     sa.Column('audience', sa.Text(), nullable=False),
     sa.Column('control_percent', sa.Integer(), nullable=False),
+    sa.Column('seed', sa.BigInteger(), nullable=False),
+    sa.Column('prepared_count', sa.Integer(), nullable=False),
     sa.Column('send_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('audience_size', sa.Integer(), nullable=False),

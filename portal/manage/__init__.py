@@ -9,6 +9,7 @@ from . import (  # noqa: E402,F401
     fraud,
     imports,
     members,
+    messages,
     routes,
     settings,
     staff_pages,

@@ -349,3 +349,78 @@ class ImportStepForm(FlaskForm):
 
 class ImportForRealForm(KeyedForm):
     """Run a finished dry run's file as a real import."""
+
+
+# --- messages: templates and campaigns (manage/messages.py) ---------------------------------------------
+
+from wtforms import RadioField  # noqa: E402
+
+from ..campaigns import DEFAULT_CONTROL_PERCENT  # noqa: E402
+
+
+class MessageTemplateForm(KeyedForm):
+    """A template's name and its texts in both languages; campaigns.check_template says what is wrong.
+    The key makes a new template's form create one template however often it is sent."""
+
+    name = StringField(_l("Name"), id="template-name")
+    subject_zh = StringField(_l("Subject (Chinese)"), id="template-subject-zh")
+    body_zh = TextAreaField(_l("Message (Chinese)"), id="template-body-zh")
+    subject_en = StringField(_l("Subject (English)"), id="template-subject-en")
+    body_en = TextAreaField(_l("Message (English)"), id="template-body-en")
+    preview_member = StringField(_l("Preview for the member (card number or phone; empty: the newest member)"),
+                                 id="template-preview-member", filters=[normalise_text])
+
+    def texts(self) -> dict:
+        return {name: getattr(self, name).data or "" for name in
+                ("name", "subject_zh", "body_zh", "subject_en", "body_en")}
+
+
+class TemplateArchiveForm(FlaskForm):
+    """Archive a template: nothing to fill in but the CSRF token."""
+
+
+class CampaignForm(KeyedForm):
+    """A new campaign: its name, template, audience, send time and control group; sent twice, it creates one.
+
+    The choices are filled in by the view; the service refuses what is not allowed."""
+
+    name = StringField(_l("Campaign name"), id="campaign-name", filters=[normalise_text])
+    template_id = SelectField(_l("Template"), coerce=row_id, validate_choice=False, id="campaign-template")
+    tier = SelectField(_l("Tier"), coerce=row_id, validate_choice=False, id="campaign-tier")
+    store = SelectField(_l("Store"), coerce=row_id, validate_choice=False, id="campaign-store")
+    segment = SelectField(_l("Segment"), validate_choice=False, id="campaign-segment",
+                          choices=[SelectChoice("", _l("Any segment")),
+                                   *(SelectChoice(*item) for item in SEGMENT_LABELS.items())])
+    at_risk = BooleanField(_l("Only members at risk (no purchase in 90 days after at least two)"),
+                           id="campaign-at-risk", false_values=("", "0", "false", "n", "no"))
+    birthday_month = SelectField(_l("Birthday month"), coerce=row_id, validate_choice=False,
+                                 id="campaign-birthday-month")
+    when = RadioField(_l("Send"), default="now", validate_choice=False, id="campaign-when",
+                      choices=[SelectChoice("now", _l("Now")), SelectChoice("later", _l("Later, at:"))])
+    send_at = StringField(_l("Send at (store time)"), id="campaign-send-at", filters=[normalise_text])
+    control_percent = StringField(_l("Control group (percent held back, 0 to 50)"), id="campaign-control",
+                                  default=str(DEFAULT_CONTROL_PERCENT), filters=[normalise_text])
+
+    def chosen_segment(self) -> str | None:
+        return self.segment.data if self.segment.data in SEGMENT_LABELS else None
+
+    def chosen_month(self) -> int | None:
+        return self.birthday_month.data if self.birthday_month.data and 1 <= self.birthday_month.data <= 12 else None
+
+    def percent(self) -> int | None:
+        """The control group's percent, or None (with an error beside the field) if it is not 0 to 50."""
+        text = (self.control_percent.data or "").rstrip("%").strip()
+        if text.isascii() and text.isdigit() and 0 <= int(text) <= 50:
+            return int(text)
+        self.control_percent.errors = [_l("Enter a whole number from 0 to 50.")]
+        return None
+
+
+class CampaignStepForm(FlaskForm):
+    """The next step of queuing a campaign; `offset` is where the page saw it stand (sent twice: nothing)."""
+
+    offset = IntegerField(validators=[Optional(), NumberRange(min=0, max=2**31 - 1)])
+
+
+class CampaignCancelForm(FlaskForm):
+    """Cancel a campaign: nothing to fill in but the CSRF token."""
