@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
-from . import audit, sessions
+from . import audit, messaging, sessions
 from .checkout import CheckoutError
 from .members import check_birthday, find_by_phone, hash_code, local_date, name_key
 from .models import (
@@ -25,6 +25,8 @@ from .models import (
     ComplaintEvent,
     LedgerEntry,
     Member,
+    Message,
+    MessageDelivery,
     Purchase,
     Return,
     TierChange,
@@ -130,6 +132,8 @@ def update_profile(session: Session, member: Member, change: ProfileChange, *, r
     if member.marketing_consent != change.marketing_consent:
         member.marketing_consent = change.marketing_consent
         member.marketing_consent_at = now
+        if not change.marketing_consent:  # withdrawn: what is still queued stops too
+            messaging.withdraw_marketing(session, member.id, now=now)
     member.locale = change.locale
     after = {"name": member.name, "birthday": member.birthday, "marketing_consent": member.marketing_consent,
              "guardian_consent": member.guardian_consent, "locale": member.locale}
@@ -165,6 +169,12 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
     complaints = session.scalars(select(Complaint).where(Complaint.member_id == member.id).order_by(Complaint.id))
     logins = session.scalars(select(AuthSession).where(AuthSession.member_id == member.id).order_by(AuthSession.id))
     visits = session.scalars(select(VisitRating).where(VisitRating.member_id == member.id).order_by(VisitRating.id))
+    messages = list(session.scalars(select(Message).where(Message.member_id == member.id).order_by(Message.id)))
+    channels: dict[int, list[dict]] = {}
+    for delivery in session.scalars(select(MessageDelivery).where(
+            MessageDelivery.message_id.in_([m.id for m in messages])).order_by(MessageDelivery.id)):
+        channels.setdefault(delivery.message_id, []).append(
+            {"channel": delivery.channel, "status": delivery.status, "sent_at": _iso(delivery.sent_at)})
     complaint_list = []
     for complaint in complaints:
         events = session.scalars(
@@ -208,6 +218,10 @@ def export(session: Session, member: Member, *, now: datetime) -> dict:
         "complaints": complaint_list,
         "visit_ratings": [{"purchase_id": v.purchase_id, "rating": v.rating, "comment": v.comment,
                            "at": _iso(v.created_at)} for v in visits],
+        "messages": [{"id": m.id, "kind": m.kind, "purpose": m.purpose, "subject": m.subject, "text": m.body,
+                      "at": _iso(m.created_at), "read_at": _iso(m.read_at),
+                      "unsubscribed_at": _iso(m.unsubscribed_at), "channels": channels.get(m.id, [])}
+                     for m in messages],
         "logins": [{"started_at": _iso(s.created_at), "ended_at": _iso(s.revoked_at), "ip": s.ip,
                     "device": s.user_agent} for s in logins],
     }
@@ -229,6 +243,22 @@ def erase(session: Session, member: Member, *, now: datetime) -> None:
     for code in session.scalars(select(ActivationCode).where(ActivationCode.member_id == member.id,
                                                              ActivationCode.used_at.is_(None))):
         code.expires_at = min(code.expires_at, now)
+    _erase_messages(session, member.id, now=now)
     sessions.end_all(session, member_id=member.id, now=now)
     session.execute(update(AuthSession).where(AuthSession.member_id == member.id).values(ip=None, user_agent=None))
     audit.record(session, "member.erase", at=now, target=f"member:{member.id}")
+
+
+def _erase_messages(session: Session, member_id: int, *, now: datetime) -> None:
+    """Nothing more reaches an erased member: marketing and service still queued are cancelled. The messages
+    stay (a campaign's figures count them) without their words, which name the member, nor the address or phone
+    a delivery went to."""
+    messaging.withdraw_marketing(session, member_id, now=now, reason="account erased")
+    mine = select(Message.id).where(Message.member_id == member_id)
+    session.execute(
+        update(MessageDelivery).where(MessageDelivery.status == "queued", MessageDelivery.message_id.in_(mine))
+        .values(status="cancelled", last_error="account erased").execution_options(synchronize_session=False))
+    session.execute(update(MessageDelivery).where(MessageDelivery.message_id.in_(mine))
+                    .values(address=None).execution_options(synchronize_session=False))
+    session.execute(update(Message).where(Message.member_id == member_id)
+                    .values(subject="", body="").execution_options(synchronize_session=False))

@@ -18,7 +18,7 @@ from sqlalchemy import case, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from . import audit, ledger
+from . import audit, ledger, messaging
 from .checkout import CheckoutError
 from .models import (
     COMPLAINT_CATEGORIES,
@@ -29,6 +29,7 @@ from .models import (
     LedgerEntry,
     LedgerKind,
     Member,
+    MessageTemplate,
     Purchase,
     Staff,
     Store,
@@ -157,9 +158,15 @@ def acknowledge(session: Session, complaint: Complaint, *, staff: Staff, now: da
     return _event(session, complaint, "acknowledged", at=now, visible=True, staff=staff, ip=ip)
 
 
+INBOX_ONLY = messaging.Channels()
+
+
 def reply(session: Session, complaint: Complaint, *, staff: Staff, body: str, to_member: bool,
-          now: datetime, ip: str | None = None) -> ComplaintEvent:
-    """A reply the member reads, or an internal note. A reply to an open complaint is its first response."""
+          now: datetime, ip: str | None = None, channels: messaging.Channels = INBOX_ONLY) -> ComplaintEvent:
+    """A reply the member reads, or an internal note. A reply to an open complaint is its first response.
+
+    A reply also reaches the member as a message (template complaint_reply) on `channels`: their inbox, and
+    e-mail or SMS where the caller has them configured."""
     text = _checked_text(body, "body", MAX_REPLY, _l("Write the reply."))
     if to_member:
         if complaint.status not in ACTIVE:
@@ -170,8 +177,23 @@ def reply(session: Session, complaint: Complaint, *, staff: Staff, body: str, to
         if complaint.status == "open":
             complaint.status = "acknowledged"
             complaint.first_response_at = complaint.first_response_at or now
-    return _event(session, complaint, "reply" if to_member else "note", at=now, body=text, visible=to_member,
-                  staff=staff, ip=ip)
+    event = _event(session, complaint, "reply" if to_member else "note", at=now, body=text, visible=to_member,
+                   staff=staff, ip=ip)
+    if to_member:
+        _tell_member(session, complaint, event, text, now=now, channels=channels)
+    return event
+
+
+def _tell_member(session: Session, complaint: Complaint, event: ComplaintEvent, text: str, *, now: datetime,
+                 channels: messaging.Channels) -> None:
+    template = session.scalars(select(MessageTemplate).where(MessageTemplate.code == "complaint_reply")).first()
+    member = session.get(Member, complaint.member_id)
+    if template is None or member is None:
+        return
+    session.flush()  # the event's id names the message, so a retried request never sends it twice
+    messaging.queue(session, member=member, template=template, purpose="complaint_reply", now=now,
+                    channels=channels, extra={"reply": text}, dedupe_key=f"complaint-reply:{event.id}",
+                    store=complaint.store)
 
 
 def assign(session: Session, complaint: Complaint, *, staff: Staff, assignee: Staff, now: datetime,

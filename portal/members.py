@@ -9,11 +9,12 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
+from . import messaging
 from .cards import CARD_LENGTH, is_valid_card_number, new_card_number
-from .models import ActivationCode, Member, Staff, Store, Tier
+from .models import ActivationCode, Member, Message, MessageDelivery, MessageTemplate, Staff, Store, Tier
 from .money import normalise_text
 from .phones import PhoneError, national_digits, normalise_phone
 from .refusals import Refusal
@@ -152,6 +153,7 @@ def register_member(
     secret_key: str,
     now: datetime,
     api_token_id: int | None = None,
+    channels: messaging.Channels | None = None,
 ) -> Registration:
     """Create a member in the lowest tier with a new card number and a one-time activation code.
 
@@ -187,7 +189,8 @@ def register_member(
             break
     session.add(member)
     session.flush()
-    code = issue_activation_code(session, member, staff=staff, rules=rules, secret_key=secret_key, now=now)
+    code = issue_activation_code(session, member, staff=staff, rules=rules, secret_key=secret_key, now=now,
+                                 channels=channels)
     return Registration(member, code)
 
 
@@ -196,9 +199,13 @@ def hash_code(code: str, member_id: int, secret_key: str) -> str:
 
 
 def issue_activation_code(
-    session: Session, member: Member, *, staff: Staff | None, rules: Rules, secret_key: str, now: datetime
+    session: Session, member: Member, *, staff: Staff | None, rules: Rules, secret_key: str, now: datetime,
+    channels: messaging.Channels | None = None,
 ) -> str:
-    """A new 6-digit code, valid for `activation_minutes`; earlier unused codes stop working."""
+    """A new 6-digit code, valid for `activation_minutes`; earlier unused codes stop working.
+
+    With e-mail or SMS among `channels`, the code is also sent to the member there (never to the inbox, which
+    they cannot open without it); the till shows it in any case."""
     for old in session.scalars(
         select(ActivationCode).where(ActivationCode.member_id == member.id, ActivationCode.used_at.is_(None))
     ):
@@ -213,5 +220,19 @@ def issue_activation_code(
             created_at=now,
         )
     )
+    if channels is not None and (channels.email or channels.sms):
+        _send_code(session, member, code, now=now, channels=channels)
     return code
+
+
+def _send_code(session: Session, member: Member, code: str, *, now: datetime, channels: messaging.Channels) -> None:
+    """Queue the code by e-mail or SMS; an earlier code still waiting in the outbox no longer works, so it stays."""
+    earlier = select(Message.id).where(Message.member_id == member.id, Message.purpose == "activation")
+    session.execute(
+        update(MessageDelivery).where(MessageDelivery.status == "queued", MessageDelivery.message_id.in_(earlier))
+        .values(status="cancelled", last_error="a newer code was issued").execution_options(synchronize_session=False))
+    template = session.scalars(select(MessageTemplate).where(MessageTemplate.code == "activation")).first()
+    if template is not None:
+        messaging.queue(session, member=member, template=template, purpose="activation", now=now,
+                        channels=channels, extra={"code": code}, inbox=False)
 

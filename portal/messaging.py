@@ -344,6 +344,10 @@ def send_one(session: Session, delivery: MessageDelivery, *, now: datetime, rule
                                                              is None else "account erased")
         run.cancelled += 1
         return
+    if message.purpose == "activation" and now - message.created_at > timedelta(minutes=rules.activation_minutes):
+        delivery.status, delivery.last_error = "cancelled", "the activation code has expired"
+        run.cancelled += 1
+        return
     if message.purpose not in URGENT_PURPOSES:
         wait = quiet_until(now, zone, rules)
         if wait is not None:

@@ -44,6 +44,25 @@ def activate(page, phone: str, code: str) -> None:
 
 
 @pytest.fixture
+def with_message(app, member) -> dict:
+    """The member has one unread message in the inbox (a service note, delivered by the outbox)."""
+    from sqlalchemy import select
+
+    from portal import messaging
+    from portal.models import Member, MessageTemplate
+
+    with app.app_context():
+        person = db.session.scalars(select(Member).where(Member.card_number == member["card"])).one()
+        notice = db.session.scalars(select(MessageTemplate).where(MessageTemplate.code == "tier_change")).one()
+        moment = datetime.now(timezone.utc)
+        messaging.queue(db.session, member=person, template=notice, purpose="tier_change", now=moment,
+                        channels=messaging.Channels())
+        messaging.send_due(db.session, now=moment, rules=portal_rules.load_rules(db.session),
+                           senders={"inbox": messaging.deliver_to_inbox}, default_zone="Asia/Shanghai")
+    return member
+
+
+@pytest.fixture
 def member(app) -> dict:
     """A member fresh from the till (not yet activated) with one purchase of ¥888.00, whose points expire in
     3 weeks (the expiry rule is set to 20 days first)."""
@@ -164,7 +183,7 @@ def test_a_wrong_code_is_shown_beside_the_code_field(browsing, member, db_backen
     assert len(browsing.problems) == 1, browsing.problems
 
 
-def test_the_home_page_in_chinese_on_a_phone(browsing, member, db_backend):
+def test_the_home_page_in_chinese_on_a_phone(browsing, member, with_message, db_backend):
     page = phone_page(browsing, "zh-CN")
     page.goto("/member/activate")
     expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
@@ -183,8 +202,16 @@ def test_the_home_page_in_chinese_on_a_phone(browsing, member, db_backend):
     expect(page.locator("#tier")).to_contain_text("银卡")
     nav = page.locator("nav.member-nav")
     expect(nav).to_have_attribute("aria-label", "会员菜单")
-    expect(nav.locator("a")).to_have_text(["首页", "会员卡", "记录", "我的"])
+    expect(nav.locator("a")).to_have_count(5)
+    expect(nav.locator("a:not(.inbox-link)")).to_have_text(["首页", "会员卡", "记录", "我的"])
     expect(nav.locator("a[aria-current=page]")).to_have_text("首页")
+    # The inbox entry carries the unread count, on its own line of the menu: five entries fit the phone.
+    inbox_link = nav.locator("a.inbox-link")
+    expect(inbox_link.locator("#inbox-badge span[aria-hidden=true]")).to_have_text("1")
+    nav_box, badge_box = nav.bounding_box(), inbox_link.locator("#inbox-badge").bounding_box()
+    assert nav_box and badge_box and badge_box["x"] + badge_box["width"] <= PHONE_WIDTH
+    assert all(abs(box["height"] - nav_box["height"]) <= 1 for box in
+               (nav.locator("a").nth(n).bounding_box() for n in range(5))), "a menu entry wraps onto two lines"
     expect(page.locator("header.topbar .brand")).to_have_text("会员中心")
     page.wait_for_load_state("load")
     assert_fits_the_phone(page)
@@ -199,5 +226,15 @@ def test_the_home_page_in_chinese_on_a_phone(browsing, member, db_backend):
     page.wait_for_load_state("load")
     assert_fits_the_phone(page)
     page.screenshot(path=ARTIFACTS / f"member-card-zh-phone-{db_backend}.png")
+
+    # The inbox: the message opens, is marked read by the page itself, and the badge goes.
+    nav.locator("a.inbox-link").tap()
+    expect(page).to_have_url(re.compile(r"/me/inbox$"))
+    page.locator("#inbox .message.unread a").tap()
+    expect(page.locator("#message h1")).to_have_text("您的会员等级已变更")
+    expect(nav.locator("#inbox-badge")).to_have_text("")
+    page.wait_for_load_state("load")
+    assert_fits_the_phone(page)
+    page.screenshot(path=ARTIFACTS / f"member-message-zh-phone-{db_backend}.png")
 
     assert browsing.problems == []

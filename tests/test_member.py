@@ -48,14 +48,15 @@ ALICE_PHONE = "+8613811112222"
 BOB_PHONE = "+8613933334444"
 
 MEMBER_GET_PAGES = ["/me/", "/me/card", "/me/history", "/me/history?show=purchases", "/me/history?show=tiers",
-                    "/me/profile", "/me/data", "/me/delete"]
+                    "/me/profile", "/me/data", "/me/delete", "/me/inbox"]
 MEMBER_POSTS = ["/me/profile", "/me/password", "/me/data.json", "/me/delete", "/me/complaints"]
-# Routes about one of the member's own rows (a complaint, a visit); tests/test_member_complaints.py tries
-# other members' ids on each of them.
+# Routes about one of the member's own rows (a complaint, a visit, a message); tests/test_member_complaints.py
+# and tests/test_member_inbox.py try other members' ids on each of them.
 MEMBER_OWNED_ROUTES = {
     ("/me/complaints", "GET"), ("/me/complaints/new", "GET"), ("/me/complaints/<id:complaint_id>", "GET"),
     ("/me/complaints/<id:complaint_id>/reopen", "POST"), ("/me/complaints/<id:complaint_id>/rating", "POST"),
     ("/me/visits/<id:purchase_id>/rating", "POST"),
+    ("/me/inbox/<id:message_id>", "GET"), ("/me/inbox/<id:message_id>/read", "POST"),
 }
 
 

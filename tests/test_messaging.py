@@ -198,3 +198,13 @@ def test_an_activation_code_goes_at_night_but_a_tier_note_waits_for_the_morning(
     assert (run.sent, run.held) == (1, 1)
     assert [d.status for d in deliveries(urgent.id)] == ["sent"]
     assert [d.status for d in deliveries(note.id)] == ["queued"]
+
+
+def test_an_activation_code_not_sent_in_time_is_not_sent_at_all(ctx):
+    member = factories.member(now=DAYTIME)
+    message = messaging.queue(db.session, member=member, template=template("activation"), purpose="activation",
+                              now=DAYTIME, channels=INBOX_ONLY, extra={"code": "123456"})
+    db.session.commit()
+    run = send(DAYTIME + timedelta(minutes=load_rules(db.session).activation_minutes, seconds=1))
+    assert (run.sent, run.cancelled) == (0, 1)
+    assert [(d.status, d.last_error) for d in deliveries(message.id)] == [("cancelled", "the activation code has expired")]

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import api_tokens, checkout, complaints, members, returns, tiers
+from .. import api_tokens, checkout, complaints, members, returns, senders, tiers
 from ..access import access
 from ..extensions import db
 from ..models import LedgerEntry, Member, Purchase
@@ -103,7 +103,7 @@ def register_member():
                 email=form.email.data, guardian_consent=form.guardian_consent.data,
                 marketing_consent=form.marketing_consent.data, referrer=form.referrer_member,
                 store=token.store, staff=None, rules=rules(), secret_key=current_app.config["SECRET_KEY"],
-                now=now(), api_token_id=token.id,
+                now=now(), api_token_id=token.id, channels=senders.configured(current_app.config)[0],
             )
     except IntegrityError:
         raise ApiError(409, "phone_taken", _("This phone is already registered."), "phone") from None

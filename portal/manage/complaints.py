@@ -16,7 +16,7 @@ from flask_login import current_user
 from sqlalchemy import func, or_, select
 from wtforms import SelectChoice
 
-from .. import complaints
+from .. import complaints, senders
 from .. import rules as rules_service
 from ..access import access
 from ..extensions import db
@@ -280,7 +280,8 @@ def reply_to_complaint(complaint_id: int):
     """A reply the member reads, or (unticked) an internal note only staff see."""
     def step(complaint, form):
         complaints.reply(db.session, complaint, staff=current_user, body=form.body.data,
-                         to_member=bool(form.to_member.data), now=now(), ip=request.remote_addr)
+                         to_member=bool(form.to_member.data), now=now(), ip=request.remote_addr,
+                         channels=senders.configured(current_app.config)[0])
         return "reply" if form.to_member.data else "note"
 
     return _act(complaint_id, ReplyForm(), "reply_form", step)

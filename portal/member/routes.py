@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 
 import segno
-from flask import abort, current_app, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_login import current_user, logout_user
@@ -14,10 +14,11 @@ from markupsafe import Markup
 from sqlalchemy import select
 from wtforms import SelectChoice
 
-from .. import accounts, audit, complaints, ledger, tiers
+from .. import accounts, audit, complaints, ledger, messaging, tiers
+from .. import inbox as inbox_service
 from ..access import access
 from ..extensions import db, limiter
-from ..models import Complaint, ComplaintEvent, LedgerEntry, Member, Purchase, Return, Store, TierChange
+from ..models import Complaint, ComplaintEvent, LedgerEntry, Member, Message, Purchase, Return, Store, TierChange
 from ..money import format_yuan
 from ..web import is_htmx, now, render_page, rules
 from . import bp
@@ -39,6 +40,18 @@ def me() -> Member:
     if not isinstance(current_user, Member):  # @access("member") already refuses anyone else
         abort(403)
     return current_user
+
+
+@bp.context_processor
+def _inbox_badge():
+    """The nav's unread count, counted only when a page shows the nav, and once a request."""
+    def inbox_unread() -> int:
+        if "inbox_unread" not in g:
+            g.inbox_unread = (inbox_service.unread_count(db.session, current_user.id)
+                              if isinstance(current_user, Member) else 0)
+        return g.inbox_unread
+
+    return {"inbox_unread": inbox_unread}
 
 
 @bp.route("/")
@@ -120,6 +133,62 @@ def history():
         returns_by_purchase=returns_by_purchase, next_before=rows[-1].id if more else None,
     )
 
+
+
+# --- the inbox ------------------------------------------------------------------------------------------
+
+@bp.route("/inbox")
+@access("member")
+def inbox():
+    """The member's messages that reached the inbox, newest first, unread ones marked.
+
+    Paged like the history: htmx asks for the next page's rows alone."""
+    member = me()
+    before = _before()
+    items, next_before = inbox_service.page(db.session, member.id, before=before)
+    return render_page("member/inbox.html", "rows" if before else None, member=member, items=items,
+                       next_before=next_before)
+
+
+def _my_message(message_id: int) -> inbox_service.InboxItem:
+    """One message of the signed-in member's inbox; another member's, or one not delivered, is a 404."""
+    item = inbox_service.find(db.session, me().id, message_id)
+    if item is None:
+        abort(404)
+    return item
+
+
+def unsubscribe_link(message: Message) -> str:
+    """The one-tap unsubscribe address of a marketing message: the same token as in its e-mail or SMS
+    (senders.unsubscribe_url), on this site's own address, which PORTAL_BASE_URL need not be set for."""
+    return url_for("main.unsubscribe",
+                   token=messaging.unsubscribe_token(message.id, current_app.config["SECRET_KEY"]))
+
+
+@bp.route("/inbox/<id:message_id>")
+@access("member")
+def show_message(message_id: int):
+    """One message: subject, body and when it arrived.
+
+    Reading it does not write: an unread message's page asks, once loaded, for the small POST that marks it
+    read (a GET stays read-only, so it never takes the write lock, and a prefetch marks nothing)."""
+    item = _my_message(message_id)
+    return render_page("member/inbox_message.html", member=me(), item=item,
+                       unsubscribe=unsubscribe_link(item.message) if item.message.kind == "marketing" else None)
+
+
+@bp.route("/inbox/<id:message_id>/read", methods=["POST"])
+@access("member")
+def mark_message_read(message_id: int):
+    """Mark a message read (again is harmless); htmx gets the nav's new unread count to swap in."""
+    member = me()
+    _my_message(message_id)
+    inbox_service.mark_read(db.session, member.id, message_id, now=now())
+    db.session.commit()
+    if is_htmx():
+        return render_page("member/_inbox_badge.html", unread=inbox_service.unread_count(db.session, member.id),
+                           oob=True)
+    return redirect(url_for("member.show_message", message_id=message_id), code=303)
 
 def _profile_page(status: int = 200, form: ProfileForm | None = None, password_form: PasswordForm | None = None,
                   saved: str | None = None):

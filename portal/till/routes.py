@@ -7,7 +7,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit, checkout, complaints, ledger, members, points, returns, tiers
+from .. import audit, checkout, complaints, ledger, members, points, returns, senders, tiers
 from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
@@ -140,6 +140,7 @@ def register_member():
                 rules=rules(),
                 secret_key=current_app.config["SECRET_KEY"],
                 now=now(),
+                channels=senders.configured(current_app.config)[0],
             )
             db.session.commit()
         except IntegrityError:
@@ -318,7 +319,8 @@ def issue_activation_code(card_number: str):
     """A new one-time code for a member who forgot their password (or never set one); earlier codes stop working."""
     member = _member_or_404(card_number)
     code = members.issue_activation_code(db.session, member, staff=current_user, rules=rules(),
-                                         secret_key=current_app.config["SECRET_KEY"], now=now())
+                                         secret_key=current_app.config["SECRET_KEY"], now=now(),
+                                         channels=senders.configured(current_app.config)[0])
     audit.record(db.session, "member.activation_code", at=now(), staff_id=current_user.id,
                  store_id=current_store().id, target=f"member:{member.id}", ip=request.remote_addr)
     db.session.commit()
