@@ -19,6 +19,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from ..campaigns import DEFAULT_CONTROL_PERCENT, MAX_CONTROL_PERCENT
 from ..complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
 from ..dashboard import MAX_TAKINGS_FEN
 from ..extensions import db
@@ -355,14 +356,13 @@ class ImportForRealForm(KeyedForm):
 
 from wtforms import RadioField  # noqa: E402
 
-from ..campaigns import DEFAULT_CONTROL_PERCENT  # noqa: E402
 
 
 class MessageTemplateForm(KeyedForm):
     """A template's name and its texts in both languages; campaigns.check_template says what is wrong.
     The key makes a new template's form create one template however often it is sent."""
 
-    name = StringField(_l("Name"), id="template-name")
+    name = StringField(_l("Template name"), id="template-name")
     subject_zh = StringField(_l("Subject (Chinese)"), id="template-subject-zh")
     body_zh = TextAreaField(_l("Message (Chinese)"), id="template-body-zh")
     subject_en = StringField(_l("Subject (English)"), id="template-subject-en")
@@ -395,10 +395,10 @@ class CampaignForm(KeyedForm):
                            id="campaign-at-risk", false_values=("", "0", "false", "n", "no"))
     birthday_month = SelectField(_l("Birthday month"), coerce=row_id, validate_choice=False,
                                  id="campaign-birthday-month")
-    when = RadioField(_l("Send"), default="now", validate_choice=False, id="campaign-when",
+    when = RadioField(_l("When to send"), default="now", validate_choice=False, id="campaign-when",
                       choices=[SelectChoice("now", _l("Now")), SelectChoice("later", _l("Later, at:"))])
     send_at = StringField(_l("Send at (store time)"), id="campaign-send-at", filters=[normalise_text])
-    control_percent = StringField(_l("Control group (percent held back, 0 to 50)"), id="campaign-control",
+    control_percent = StringField(_l("Control group (percent held back)"), id="campaign-control",
                                   default=str(DEFAULT_CONTROL_PERCENT), filters=[normalise_text])
 
     def chosen_segment(self) -> str | None:
@@ -408,11 +408,11 @@ class CampaignForm(KeyedForm):
         return self.birthday_month.data if self.birthday_month.data and 1 <= self.birthday_month.data <= 12 else None
 
     def percent(self) -> int | None:
-        """The control group's percent, or None (with an error beside the field) if it is not 0 to 50."""
+        """The control group's percent, or None (with an error beside the field) if it is out of bounds."""
         text = (self.control_percent.data or "").rstrip("%").strip()
-        if text.isascii() and text.isdigit() and 0 <= int(text) <= 50:
+        if text.isascii() and text.isdigit() and 0 <= int(text) <= MAX_CONTROL_PERCENT:
             return int(text)
-        self.control_percent.errors = [_l("Enter a whole number from 0 to 50.")]
+        self.control_percent.errors = [_l("Enter a whole number from 0 to %(max)s.", max=MAX_CONTROL_PERCENT)]
         return None
 
 

@@ -23,7 +23,7 @@ from .. import tiers as tiers_service
 from ..access import access
 from ..extensions import db
 from ..models import Campaign, MessageTemplate, Store
-from ..web import is_htmx, now, render_page
+from ..web import is_htmx, now, render_page, rules
 from . import bp
 from .forms import CampaignCancelForm, CampaignForm, CampaignStepForm, MessageTemplateForm, TemplateArchiveForm
 from .scope import all_stores, in_scope, is_admin, store_choices, store_scope, zone_of
@@ -270,7 +270,8 @@ def _new_page(form: CampaignForm, status: int = 200, block: str | None = None, p
     moment = now()
     view = _audience_view(form, moment)
     return render_page(NEW_CAMPAIGN, block, status=status, form=form, admin=is_admin(), problem=problem,
-                       zone=zone_of(view["store"]), **view, **FORMATTERS)
+                       zone=zone_of(view["store"]), quiet_start=rules().quiet_hours_start,
+                       quiet_end=rules().quiet_hours_end, **view, **FORMATTERS)
 
 
 @bp.route("/messages/new")

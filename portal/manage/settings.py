@@ -39,7 +39,7 @@ RULE_LABELS = {
     "fraud_purchases_per_day": _l("More purchases than this by one member in one day"),
     "fraud_adjustment_points": _l("Manual adjustments of at least this many points, added or taken"),
     "fraud_return_points_percent": _l("Returns of purchases paid at least this percentage with points"),
-    "quiet_hours_start": _l("Quiet hours begin at (hour, store time): no marketing messages"),
+    "quiet_hours_start": _l("Quiet hours begin at (hour, store time): messages wait until they end"),
     "quiet_hours_end": _l("Quiet hours end at (hour, store time)"),
     "marketing_monthly_cap": _l("Marketing messages a member gets at most in a month"),
 }
