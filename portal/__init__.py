@@ -112,9 +112,10 @@ def _configure_login(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(token: str):
+        # current_app, not `app`: the login manager is one object shared by every app built in this process.
         return auth_sessions.load(
             db.session, token, now=datetime.now(timezone.utc),
-            absolute_timeout=app.config["SESSION_ABSOLUTE_TIMEOUT"],
+            absolute_timeout=current_app.config["SESSION_ABSOLUTE_TIMEOUT"],
         )
 
 
