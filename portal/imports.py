@@ -37,6 +37,7 @@ from .money import normalise_text
 from .phones import PhoneError, national_digits, normalise_phone
 from .refusals import Refusal
 from .rules import Rules
+from .spreadsheet import neutralise, restore
 
 ImportRefusal = Refusal  # a file that cannot be imported at all; nothing is stored
 
@@ -195,9 +196,7 @@ def _cell(sheet: Sheet, cells: list[str], column: str) -> str:
     if position is None or position >= len(cells):
         return ""
     value = cells[position]
-    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
-        value = value[1:]  # a cell neutralised by our own refused-rows download
-    return normalise_text(value)
+    return normalise_text(restore(value))  # a cell neutralised by our own refused-rows download comes back
 
 
 def size_label(size: int) -> str:
@@ -608,14 +607,6 @@ def ignored_columns(job: MemberImport) -> list[str]:
         return read_sheet(job.content).ignored
     except Refusal:
         return []
-
-
-NEUTRALISE = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: str) -> str:
-    """A cell a spreadsheet would take for a formula gets a leading apostrophe."""
-    return "'" + value if value.startswith(NEUTRALISE) else value
 
 
 def refusals_csv(job: MemberImport, *, row_label: str, reason_label: str) -> str:

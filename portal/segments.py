@@ -54,6 +54,7 @@ from .models import (
 )
 from .money import normalise_text
 from .phones import PhoneError, display_phone, normalise_phone
+from .spreadsheet import neutralise
 
 # --- the segments ---------------------------------------------------------------------------------------
 
@@ -331,7 +332,6 @@ def export_members(session: Session, filters: MemberFilter, *, now: datetime, st
 
 # --- the CSV export -------------------------------------------------------------------------------------
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may take for the start of a formula
 CSV_COLUMNS = (
     _l("Card number"), _l("Name"), _l("Phone"), _l("E-mail"), _l("Birthday"), _l("Tier"), _l("Points balance"),
     _l("Last purchase"), _l("Purchases in the last 365 days"), _l("Net spend in the last 365 days (yuan)"),
@@ -339,13 +339,6 @@ CSV_COLUMNS = (
 )
 CSV_EXPIRING_COLUMNS = (_l("Points expiring in 30 days"), _l("Use the first of them by"))
 CSV_CHUNK = 64 * 1024  # characters written out at a time
-
-
-def csv_safe(value) -> str:
-    """A cell a spreadsheet shows as text: one that could start a formula (= + - @, a tab or a carriage
-    return, as OWASP lists them) gets a leading single quote. Applied to every cell, numbers too."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _plain_yuan(fen: int) -> str:
@@ -373,7 +366,7 @@ def csv_text(export: Export, *, zone: str, locale: str, expiring: bool) -> Itera
         return e164[3:] if e164 and e164.startswith("+86") else display_phone(e164)
 
     header = [str(label) for label in CSV_COLUMNS + (CSV_EXPIRING_COLUMNS if expiring else ())]
-    writer.writerow([csv_safe(label) for label in header])
+    writer.writerow([neutralise(label) for label in header])
     yield "\ufeff" + buffer.getvalue()
     buffer.seek(0)
     buffer.truncate()
@@ -391,7 +384,7 @@ def csv_text(export: Export, *, zone: str, locale: str, expiring: bool) -> Itera
         ]
         if expiring:
             cells += [row.expiring_points, row.use_by.astimezone(local).date().isoformat()]
-        writer.writerow([csv_safe(cell) for cell in cells])
+        writer.writerow([neutralise(cell) for cell in cells])
         if buffer.tell() >= CSV_CHUNK:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from portal import accounts, imports, ledger
+from portal import accounts, imports, ledger, spreadsheet
 from portal.cards import luhn_check_digit
 from portal.extensions import db
 from portal.models import AuditLog, LedgerEntry, Member, MemberImport, PointLot, Staff, Store
@@ -424,7 +424,7 @@ def test_refused_rows_download_neutralised_and_importable_again(app, manager):
     assert table[3][6] == "'-cat@"
     for line in table:
         for cell in line:
-            assert not cell.startswith(imports.NEUTRALISE)
+            assert not cell.startswith(spreadsheet.FORMULA_STARTS)
     # the download goes back in as it is: the same rows refused again for the same reasons
     _again_id, again = import_file(manager, body, filename="refused.csv")
     assert list(refused_rows(again).values()) == list(refused_rows(done).values())

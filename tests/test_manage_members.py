@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from portal import complaints, returns, segments
+from portal import complaints, returns, segments, spreadsheet
 from portal.extensions import db
 from portal.models import AuditLog, Member, PointLot, Staff, Store, Tier
 from portal.rules import load_rules
@@ -625,7 +625,7 @@ def test_csv_neutralises_formulas_keeps_chinese_and_has_a_bom(app, manager, nast
 
 
 def test_csv_cells_are_neutralised_one_by_one():
-    assert [segments.csv_safe(value) for value in ("=1+1", "+86", "-354", "@x", "\tx", "\rx", "a=b", "", None, 5,
+    assert [spreadsheet.neutralise(value) for value in ("=1+1", "+86", "-354", "@x", "\tx", "\rx", "a=b", "", None, 5,
                                                    -5)] == \
         ["'=1+1", "'+86", "'-354", "'@x", "'\tx", "'\rx", "a=b", "", "", "5", "'-5"]
 
