@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from . import audit, messaging, segments
+from .database import lock_row
 from .models import (
     Campaign,
     CampaignMember,
@@ -383,9 +384,8 @@ def _by_key(session: Session, creation_key: str) -> Campaign | None:
 
 
 def lock(session: Session, campaign_id: int) -> Campaign | None:
-    """Load a campaign for working on it: FOR UPDATE on PostgreSQL; SQLite already holds the write lock."""
-    return session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()
-                           .execution_options(populate_existing=True)).one_or_none()
+    """Load a campaign for working on it (see database.lock_row)."""
+    return lock_row(session, Campaign, campaign_id)
 
 
 def queue_step(session: Session, campaign: Campaign, *, channels: messaging.Channels, now: datetime,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from . import audit, ledger, messaging
 from .checkout import CheckoutError
+from .database import lock_row
 from .models import (
     COMPLAINT_CATEGORIES,
     COMPLAINT_CHANNELS,
@@ -128,11 +129,8 @@ def file_complaint(
 
 
 def lock(session: Session, complaint_id: int) -> Complaint | None:
-    """Load a complaint for changing it (FOR UPDATE on PostgreSQL; SQLite already holds the write lock)."""
-    return session.scalars(
-        select(Complaint).where(Complaint.id == complaint_id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    """Load a complaint for changing it (see database.lock_row)."""
+    return lock_row(session, Complaint, complaint_id)
 
 
 def _refuse(complaint: Complaint, action: str):

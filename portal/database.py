@@ -12,8 +12,9 @@ from contextvars import ContextVar
 
 import click
 from flask import has_request_context, request
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 _write_intent: ContextVar[bool] = ContextVar("write_intent", default=False)
 
@@ -63,3 +64,11 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _wants_write_lock() else "BEGIN")
+
+
+def lock_row(session: Session, model, row_id: int):
+    """Load one row for changing it, fresh from the database: SELECT ... FOR UPDATE on PostgreSQL, where
+    concurrent writers then wait their turn; on SQLite the request already holds the write lock."""
+    return session.scalars(
+        select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from . import audit, ledger
 from .cards import is_valid_card_number, new_card_number
+from .database import lock_row
 from .members import check_birthday, local_date, name_key
 from .models import LedgerKind, Member, MemberImport, Staff, Store, Tier
 from .money import normalise_text
@@ -272,11 +273,8 @@ def repeat_for_real(session: Session, dry: MemberImport, *, staff: Staff, now: d
 
 
 def lock(session: Session, import_id: int) -> MemberImport | None:
-    """Load an import for working on it: FOR UPDATE on PostgreSQL; SQLite already holds the write lock."""
-    return session.scalars(
-        select(MemberImport).where(MemberImport.id == import_id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    """Load an import for working on it (see database.lock_row)."""
+    return lock_row(session, MemberImport, import_id)
 
 
 # --- one row --------------------------------------------------------------------------------------------

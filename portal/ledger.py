@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .database import lock_row
 from .models import LedgerEntry, LedgerKind, LotUse, Member, PointLot, Store
 
 
@@ -32,10 +33,8 @@ def lot_expiry(earned_at: datetime, store_timezone: str, expiry_days: int) -> da
 
 
 def lock_member(session: Session, member_id: int) -> Member | None:
-    """Load a member for writing: FOR UPDATE on PostgreSQL; SQLite already holds the write lock."""
-    return session.scalars(
-        select(Member).where(Member.id == member_id).with_for_update().execution_options(populate_existing=True)
-    ).one_or_none()
+    """Load a member for writing (see database.lock_row)."""
+    return lock_row(session, Member, member_id)
 
 
 def ledger_sum(session: Session, member_id: int) -> int:

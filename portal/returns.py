@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from . import ledger, tiers
 from .checkout import CheckoutError
+from .database import lock_row
 from .models import LedgerEntry, LedgerKind, LotUse, Member, Purchase, Return, Staff, Store, TierChange
 from .money import format_yuan, round_half_up_div
 from .rules import Rules
@@ -99,10 +100,7 @@ def _replay(session: Session, key: str, purchase_id: int) -> ReturnResult:
 
 
 def lock_purchase(session: Session, purchase_id: int) -> Purchase | None:
-    return session.scalars(
-        select(Purchase).where(Purchase.id == purchase_id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    return lock_row(session, Purchase, purchase_id)
 
 
 def _restore(session: Session, member: Member, purchase: Purchase, points: int, *, at: datetime, store: Store,
