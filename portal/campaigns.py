@@ -342,7 +342,7 @@ def create_campaign(
     seed = secrets.randbits(62)
     campaign = Campaign(
         name=name, template_id=template.id, store_id=audience.store_id, control_percent=control_percent,
-        send_at=send_at, status="queued", creation_key=creation_key or None, created_by_id=staff.id, created_at=now,
+        send_at=send_at, creation_key=creation_key or None, created_by_id=staff.id, created_at=now,
         audience=json.dumps(audience.described(), sort_keys=True), seed=seed, prepared_count=0,
     )
     try:
@@ -397,7 +397,7 @@ def queue_step(session: Session, campaign: Campaign, *, channels: messaging.Chan
     fired twice), this one does nothing. Members who withdrew consent since get no message."""
     size = size or STEP_MEMBERS
     prepared = campaign.prepared_count
-    if campaign.status == "cancelled" or campaign.queued_at is not None or (offset is not None and offset != prepared):
+    if campaign.cancelled_at is not None or campaign.queued_at is not None or (offset is not None and offset != prepared):
         return 0
     batch = list(session.scalars(
         select(CampaignMember.member_id)
@@ -421,7 +421,7 @@ def cancel_campaign(session: Session, campaign: Campaign, *, staff: Staff, now: 
                     ip: str | None = None) -> int:
     """Stop a campaign: what is still queued is cancelled and no further step queues anything. Returns how
     many deliveries were cancelled. A campaign with nothing left to send is refused."""
-    if campaign.status == "cancelled":
+    if campaign.cancelled_at is not None:
         raise CampaignError(None, _l("This campaign is already cancelled."), "cancelled")
     queued = _queued_deliveries(campaign.id)
     waiting = session.scalar(select(func.count()).select_from(MessageDelivery).where(queued))
@@ -430,7 +430,7 @@ def cancel_campaign(session: Session, campaign: Campaign, *, staff: Staff, now: 
     cancelled = session.execute(
         update(MessageDelivery).where(queued).values(status="cancelled", last_error=CANCEL_REASON)
         .execution_options(synchronize_session=False)).rowcount or 0
-    campaign.status, campaign.finished_at = "cancelled", now
+    campaign.cancelled_at = now
     audit.record(session, "campaign.cancel", at=now, staff_id=staff.id, store_id=campaign.store_id or staff.store_id,
                  target=f"campaign:{campaign.id}", before={"status": "queued"},
                  after={"status": "cancelled", "deliveries_cancelled": cancelled}, ip=ip)
@@ -470,7 +470,7 @@ def progress(session: Session, campaign: Campaign, *, now: datetime) -> Progress
         select(MessageDelivery.status, func.count()).join(Message, Message.id == MessageDelivery.message_id)
         .where(Message.campaign_id == campaign.id).group_by(MessageDelivery.status)).all())
     total, queued, sent = sum(counts.values()), counts.get("queued", 0), counts.get("sent", 0)
-    if campaign.status == "cancelled":
+    if campaign.cancelled_at is not None:
         status = "cancelled"
     elif campaign.queued_at is None:
         status = "preparing"

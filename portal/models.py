@@ -605,7 +605,6 @@ class MemberImport(db.Model):
 MESSAGE_KINDS = ("service", "marketing")
 MESSAGE_CHANNELS = ("inbox", "email", "sms")
 DELIVERY_STATUSES = ("queued", "sent", "failed", "cancelled")
-CAMPAIGN_STATUSES = ("draft", "queued", "sending", "done", "cancelled")
 
 
 class MessageTemplate(db.Model):
@@ -644,19 +643,17 @@ class Campaign(db.Model):
     seed: Mapped[int] = mapped_column(BigInteger, default=0)  # of the random draw of the control group
     prepared_count: Mapped[int] = mapped_column(Integer, default=0)  # sent-group members queued so far
     send_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="draft")
     audience_size: Mapped[int] = mapped_column(Integer, default=0)
     control_size: Mapped[int] = mapped_column(Integer, default=0)
     creation_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # every message of the sent group queued
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the page calls its status (preparing, scheduled, sending, done) follows from these and the deliveries.
 
     template: Mapped[MessageTemplate] = relationship()
     store: Mapped[Store | None] = relationship()
-
-    __table_args__ = (CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="status"),)
 
 
 class CampaignMember(db.Model):

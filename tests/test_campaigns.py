@@ -372,7 +372,7 @@ def test_creating_a_campaign_freezes_the_audience_with_consent_only_and_queues_t
     campaign_id = campaign_id_of(response)
     with app.app_context():
         campaign = db.session.get(Campaign, campaign_id)
-        assert (campaign.audience_size, campaign.control_size, campaign.status) == (5, 1, "queued")
+        assert (campaign.audience_size, campaign.control_size, campaign.cancelled_at) == (5, 1, None)
         sent, control = groups(campaign_id)
         assert sent | control == {population[name] for name in ("plain", "silver", "march", "at_risk", "loyal")}
         assert population["no_consent"] not in sent | control
@@ -562,7 +562,7 @@ def test_cancelling_stops_what_is_queued_and_a_finished_campaign_cannot_be_cance
     refused = client.post(f"{CAMPAIGNS}/{done_id}/cancel", htmx=True)
     assert refused.status_code == 422 and "nothing left to cancel" in text_of(refused)
     with app.app_context():
-        assert db.session.get(Campaign, done_id).status == "queued"
+        assert db.session.get(Campaign, done_id).cancelled_at is None
 
 
 # --- results --------------------------------------------------------------------------------------------
