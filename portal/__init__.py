@@ -6,22 +6,26 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from flask import Flask, current_app, has_request_context, render_template, request, session
+from flask import Flask, current_app, g, has_request_context, render_template, request, session
 from flask_babel import format_date, format_datetime, get_locale
 from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
+from . import audit
 from . import sessions as auth_sessions
-from .access import enforce_access, verify_declarations
+from .access import enforce_access, refused, verify_declarations
 from .config import Config, instance_secret_key
 from .database import configure_engine
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
 from .money import format_yuan
 from .phones import display_phone, mask_phone
+from .web import current_actor
 
 ROOT = Path(__file__).resolve().parent.parent
 mimetypes.add_type("application/manifest+json", ".webmanifest")
@@ -49,7 +53,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     _configure_login(app)
     with app.app_context():
-        configure_engine(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        configure_engine(db.engine, app.config["DATABASE_LOCK_TIMEOUT_MS"])
 
     from .api import bp as api_bp
     from .auth import bp as auth_bp
@@ -66,6 +70,8 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     csrf.exempt(api_bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
     app.register_blueprint(api_bp, url_prefix="/api/v1")
 
+    audit.use_actor_source(current_actor)
+    audit.watch_ledger()
     app.before_request(_check_idle_timeout)
     app.before_request(enforce_access)
     app.after_request(_security_headers)
@@ -91,6 +97,8 @@ class RowIdConverter(IntegerConverter):
 
 
 def _configure_secrets_and_database(app: Flask) -> None:
+    if app.config["ENV_NAME"] == "production" and not app.config.get("TRUSTED_HOSTS"):
+        raise RuntimeError("TRUSTED_HOSTS must be set in production: the host names the portal is reached by")
     if not app.config.get("SECRET_KEY"):
         if app.config["ENV_NAME"] == "production":
             raise RuntimeError("SECRET_KEY must be set in production")
@@ -101,7 +109,7 @@ def _configure_secrets_and_database(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
         options.pop("pool_pre_ping", None)
-        options.setdefault("connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000})
+        options.setdefault("connect_args", {"timeout": app.config["DATABASE_LOCK_TIMEOUT_MS"] / 1000})
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
@@ -174,8 +182,16 @@ def _register_errors(app: Flask) -> None:
         return render_template("error.html", code=400,
                                message=_("This form has expired. Reload the page and try again.")), 400
 
+    @app.errorhandler(SecurityError)
+    def untrusted_host(error):
+        # Not a page: building one needs URLs for this host, which is the very thing refused.
+        return current_app.response_class(_("This site is not served under that name."), status=400,
+                                          mimetype="text/plain")
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        if error.code == 403:
+            refused()
         if request.path.startswith("/api/"):
             api_messages = {
                 404: _("There is no such address in the API."),
@@ -196,6 +212,25 @@ def _register_errors(app: Flask) -> None:
         }
         message = messages.get(error.code, _("The request could not be handled."))
         return render_template("error.html", code=error.code, message=message), error.code
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(error):
+        """The database is locked past the busy timeout, or gone: nothing was saved, so say so and to try again.
+        Only the kind of error is logged, never the statement (its parameters may hold a phone number)."""
+        try:
+            db.session.rollback()
+        except Exception:  # the connection may be gone too; the session is thrown away below either way
+            pass
+        db.session.remove()
+        current_app.logger.error("database unavailable: %s", type(getattr(error, "orig", None) or error).__name__)
+        g._login_user = login_manager.anonymous_user()  # render without asking the database who is signed in
+        message = _("The database is not answering right now. Nothing was saved: try again in a moment.")
+        headers = {"Retry-After": "5"}
+        if request.path.startswith("/api/"):
+            return {"error": {"code": "database_unavailable", "message": message, "field": None}}, 503, headers
+        return render_template("error.html", code=503, message=message), 503, headers
 
     @app.errorhandler(500)
     def server_error(error):

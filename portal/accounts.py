@@ -84,7 +84,8 @@ def activate(session: Session, *, phone_e164: str, code: str, password: str, sec
     member.password_hash = hash_password(password)
     member.activated_at = member.activated_at or now
     sessions.end_all(session, member_id=member.id, now=now)
-    audit.record(session, "member.activate", at=now, target=f"member:{member.id}")
+    audit.record(session, "member.activate", at=now, target=f"member:{member.id}", member_id=member.id,
+                 store_id=member.store_id)
     return member
 
 

@@ -2,26 +2,108 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, true
+from sqlalchemy import and_, event, inspect, or_, select, true
 from sqlalchemy.orm import Session
 
-from .models import AuditLog, Staff, Store
+from .models import AuditLog, LedgerEntry, Staff, Store
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, for entries that do not say: the web layer tells (see use_actor_source); the CLI's jobs
+    have no actor, so they are the system."""
+
+    staff_id: int | None = None
+    member_id: int | None = None
+    role: str = "system"
+    store_id: int | None = None
+    ip: str | None = None
+
+
+SYSTEM = Actor()
+_actor_source: Callable[[], Actor] = lambda: SYSTEM
+
+
+def use_actor_source(source: Callable[[], Actor]) -> None:
+    """Set the function that says who is acting now (the app sets one that reads the request)."""
+    global _actor_source
+    _actor_source = source
 
 
 def record(
     session: Session, action: str, *, at: datetime, staff_id: int | None = None, store_id: int | None = None,
     target: str | None = None, before: dict | None = None, after: dict | None = None, ip: str | None = None,
+    member_id: int | None = None, role: str | None = None,
 ) -> AuditLog:
+    """One entry: what, when, on what, before and after, and who did it from where.
+
+    What the caller leaves out about the actor comes from the current actor (the signed-in person, the register
+    or the system), so every entry says who, in which role, at which store and from which address."""
+    actor = _actor_source()
+    if staff_id is None and member_id is None:
+        staff_id, member_id = actor.staff_id, actor.member_id
+        role = role or actor.role
+    elif role is None:
+        if staff_id is not None:
+            staff = session.get(Staff, staff_id)
+            role = staff.role if staff is not None else None
+        else:
+            role = "member"
+    store_id = store_id if store_id is not None else actor.store_id
+    ip = ip or actor.ip
     entry = AuditLog(
-        action=action, staff_id=staff_id, store_id=store_id, target=target, ip=ip, created_at=at,
+        action=action, staff_id=staff_id, member_id=member_id, role=role, store_id=store_id, target=target,
+        ip=(ip or "")[:64] or None, created_at=at,
         before=json.dumps(before, ensure_ascii=False, default=str) if before is not None else None,
         after=json.dumps(after, ensure_ascii=False, default=str) if after is not None else None,
     )
     session.add(entry)
     return entry
+
+
+# --- every ledger operation ---------------------------------------------------------------------------
+
+def _collect_ledger_entries(session: Session, _flush_context) -> None:
+    new = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
+    if new:
+        session.info.setdefault("audit_ledger", []).extend(new)
+
+
+def _audit_ledger_entries(session: Session) -> None:
+    """Before a commit: one entry per member whose points this transaction moved, naming each ledger row."""
+    if not session.info.get("audit_ledger") and not any(isinstance(obj, LedgerEntry) for obj in session.new):
+        return
+    session.flush()
+    collected = session.info.pop("audit_ledger", [])
+    by_member: dict[int, list[LedgerEntry]] = {}
+    for entry in collected:
+        if inspect(entry).persistent:  # not one a rolled-back savepoint took away
+            by_member.setdefault(entry.member_id, []).append(entry)
+    for member_id, entries in by_member.items():
+        first = entries[0]
+        record(session, "ledger.post", at=first.created_at, target=f"member:{member_id}",
+               store_id=first.store_id,
+               after={"entries": [{"id": e.id, "kind": e.kind, "points": e.points, "reason": e.reason,
+                                   **({"purchase_id": e.purchase_id} if e.purchase_id else {}),
+                                   **({"return_id": e.return_id} if e.return_id else {})} for e in entries],
+                      "balance": entries[-1].balance_after})
+
+
+def _forget_ledger_entries(session: Session, *_args) -> None:
+    session.info.pop("audit_ledger", None)
+
+
+def watch_ledger() -> None:
+    """Have every session write a "ledger.post" entry for the ledger rows each transaction adds, whichever code
+    path posted them (till, API, jobs, imports): the audit log misses no ledger operation."""
+    for name, listener in (("after_flush", _collect_ledger_entries), ("before_commit", _audit_ledger_entries),
+                           ("after_rollback", _forget_ledger_entries)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
 
 
 # --- reading it back (the audit log viewer) -------------------------------------------------------------

@@ -41,7 +41,9 @@ class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY")
     SQLALCHEMY_DATABASE_URI = normalise_database_url(os.environ.get("DATABASE_URL", ""))
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
-    SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "15000"))
+    # How long a request waits for a lock (SQLite's write lock, a PostgreSQL row lock) before it gives up with a
+    # "try again" page: nothing is saved then.
+    DATABASE_LOCK_TIMEOUT_MS = int(os.environ.get("DATABASE_LOCK_TIMEOUT_MS", "15000"))
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -50,9 +52,14 @@ class Config:
     # A login ends after this much inactivity, and after this long in any case.
     SESSION_IDLE_TIMEOUT = timedelta(minutes=int(os.environ.get("SESSION_IDLE_MINUTES", "120")))
     SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=int(os.environ.get("SESSION_ABSOLUTE_HOURS", "12")))
+    # Points adjustments, settings, staff and roles, register tokens and exports ask for the password again when
+    # it was last entered longer ago than this.
+    REAUTH_AFTER = timedelta(minutes=int(os.environ.get("REAUTH_MINUTES", "15")))
 
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", str(2 * 1024 * 1024)))
-    TRUSTED_HOSTS = [h for h in os.environ.get("TRUSTED_HOSTS", "").split(",") if h] or None
+    # The host names the portal answers to (a request for any other is a 400). Required in production.
+    TRUSTED_HOSTS = ([h.strip() for h in os.environ.get("TRUSTED_HOSTS", "").split(",") if h.strip()]
+                     or (None if ENV_NAME == "production" else ["127.0.0.1", "localhost", "::1"]))
 
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the login session
     WTF_CSRF_HEADERS = ["X-CSRFToken"]
@@ -65,8 +72,12 @@ class Config:
     RATELIMIT_ENABLED = _env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
-    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")
-    LOGIN_ACCOUNT_RATE_LIMIT = os.environ.get("LOGIN_ACCOUNT_RATE_LIMIT", "5 per minute")
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")  # sign-in requests per address
+    # Failed passwords and codes, counted in the database (portal/login_guard.py): per account and per address,
+    # over a window of this many minutes.
+    LOGIN_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_FAILURES_PER_ACCOUNT", "5"))
+    LOGIN_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_FAILURES_PER_ADDRESS", "20"))
+    LOGIN_LOCK_MINUTES = int(os.environ.get("LOGIN_LOCK_MINUTES", "15"))
     API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "300 per minute")  # per register token
 
     HTMX_CDN_URL = os.environ.get("HTMX_CDN_URL", "")

@@ -5,7 +5,8 @@ may write (any non-GET request, or a CLI command that asks for it) starts its
 transaction with BEGIN IMMEDIATE, so two tills never both read a balance and
 then both write it: the second waits for the first instead of failing late.
 On PostgreSQL the same guarantee comes from row locks (SELECT ... FOR UPDATE)
-taken by the service functions.
+taken by the service functions. On both, a lock waited for longer than the lock
+timeout ends the request with an error (shown as "try again", nothing saved).
 """
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -47,6 +48,15 @@ def _wants_write_lock() -> bool:
 
 
 def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_connection, _record):
+            # A row lock held too long (a stuck till, a long job) ends the waiting request with an error page,
+            # rather than leaving a cashier waiting for ever.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            dbapi_connection.commit()
+        return
     if engine.dialect.name != "sqlite":
         return
 

@@ -1,5 +1,4 @@
 """Extension objects, created here and bound to the app in create_app."""
-from flask import request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -24,16 +23,3 @@ csrf = CSRFProtect()
 babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
-
-def login_account_key() -> str:
-    """Rate-limit key for one account (a staff username or a member's phone, however it is written),
-    whatever address it is tried from."""
-    from .phones import PhoneError, normalise_phone
-
-    phone = request.form.get("phone")
-    if phone:
-        try:
-            return "account:" + normalise_phone(phone)
-        except PhoneError:
-            pass
-    return "account:" + (request.form.get("username") or phone or "").strip().lower()

@@ -237,7 +237,7 @@ def unsubscribe_token(message_id: int, secret_key: str) -> str:
 def message_for_token(session: Session, token: str, secret_key: str) -> Message | None:
     """The message whose unsubscribe link this is, or None for a forged or damaged token."""
     head, _dot, _signature = (token or "").partition(".")
-    if not head.isdigit() or len(head) > 10:
+    if not (head.isascii() and head.isdigit()) or len(head) > 10:
         return None
     if not hmac.compare_digest(unsubscribe_token(int(head), secret_key), token):
         return None

@@ -537,6 +537,8 @@ class AuditLog(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))  # a member acting on their own account
+    role: Mapped[str | None] = mapped_column(String(16))  # the actor's role then: admin ... member, register, system
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(128))
@@ -724,6 +726,23 @@ class MessageDelivery(db.Model):
     )
 
 
+class LoginFailure(db.Model):
+    """One failed sign-in or activation attempt, kept a short while, so that every app server counts the same
+    failures. The account is a keyed hash: no username or phone is stored here."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_login_failures_account", "account", "created_at"),
+        Index("ix_login_failures_ip", "ip", "created_at"),
+    )
+
+
 class JobLock(db.Model):
     """A lease that lets one app server at a time run a daily job (send-care, send-messages)."""
 
@@ -736,7 +755,7 @@ class JobLock(db.Model):
 
 
 __all__ = [
-    "ActivationCode", "ApiRequest", "Campaign", "CampaignMember", "JobLock", "MemberImport", "Message",
+    "ActivationCode", "ApiRequest", "Campaign", "CampaignMember", "JobLock", "LoginFailure", "MemberImport", "Message",
     "MessageDelivery", "MessageTemplate", "StoreTakings", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
     "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",

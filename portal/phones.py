@@ -46,6 +46,26 @@ def mask_phone(e164: str | None) -> str:
     return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
 
 
+_LONG_DIGIT_RUN = re.compile(r"\d[\d \-]{5,}\d")
+
+
+def mask_numbers_in(text: str | None) -> str | None:
+    """Free text (a search typed by staff) with every run of seven or more digits masked like a phone, so the
+    audit log can say what was searched for without holding a phone number."""
+    if not text:
+        return text
+
+    def mask(match: re.Match) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) < 7:
+            return match.group(0)
+        if len(digits) <= 8:
+            return "*" * (len(digits) - 4) + digits[-4:]
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+
+    return _LONG_DIGIT_RUN.sub(mask, text)
+
+
 def display_phone(e164: str | None) -> str:
     """The full national number, for the member themself and managers."""
     if not e164:

@@ -85,7 +85,7 @@ def parse_rule(name: str, text: str):
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(sorted(RULE_NAMES))}")
     default = getattr(DEFAULT_RULES, name)
     if isinstance(default, int):
-        if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        if not re.fullmatch(r"-?[0-9]{1,30}", text.strip()):  # more digits than int() reads is no rule
             raise RuleError(f"{name} must be a whole number")
         value = int(text)
         low, high = BOUNDS[name]

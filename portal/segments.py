@@ -53,7 +53,7 @@ from .models import (
     VisitRating,
 )
 from .money import normalise_text
-from .phones import PhoneError, display_phone, normalise_phone
+from .phones import PhoneError, display_phone, mask_numbers_in, normalise_phone
 from .spreadsheet import neutralise
 
 # --- the segments ---------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class MemberFilter:
 
     def described(self) -> dict:
         """The filters as plain values, for the audit log."""
-        return {"search": self.search or None, "tier_id": self.tier_id, "store_ids": self.store_ids,
+        return {"search": mask_numbers_in(self.search) or None, "tier_id": self.tier_id, "store_ids": self.store_ids,
                 "segment": self.segment, "marketing": self.marketing, "show": self.show,
                 "birthday_month": self.birthday_month if self.show == "birthdays" else None}
 

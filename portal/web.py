@@ -4,13 +4,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from flask import current_app, g, render_template, request
+from flask import current_app, g, has_request_context, render_template, request
 from flask_login import current_user
 from jinja2_fragments.flask import render_block
 from sqlalchemy import select
 
+from .audit import SYSTEM, Actor
 from .extensions import db
-from .models import Store
+from .models import Member, Staff, Store
 from .rules import Rules, load_rules
 
 
@@ -67,3 +68,30 @@ def safe_next_url(target: str | None) -> str | None:
         return None
     parts = urlsplit(target)
     return None if parts.scheme or parts.netloc else target
+
+
+def current_actor() -> Actor:
+    """Who is acting in this request, for the audit log: a staff member, a member, a register or nobody yet."""
+    if not has_request_context():
+        return SYSTEM
+    ip = request.remote_addr
+    token = g.get("api_token")
+    if token is not None:
+        return Actor(role="register", store_id=token.store_id, ip=ip)
+    user = current_user._get_current_object() if current_user else None
+    if isinstance(user, Staff):
+        return Actor(staff_id=user.id, role=user.role, store_id=user.store_id, ip=ip)
+    if isinstance(user, Member):
+        return Actor(member_id=user.id, role="member", store_id=user.store_id, ip=ip)
+    return Actor(role="anonymous", ip=ip)
+
+
+def same_site_referrer() -> str | None:
+    """The path of the page a form was sent from, when it is a page of this site."""
+    referrer = request.referrer
+    if not referrer:
+        return None
+    parts = urlsplit(referrer)
+    if parts.netloc and parts.netloc != request.host:
+        return None
+    return safe_next_url(parts.path + (f"?{parts.query}" if parts.query else ""))

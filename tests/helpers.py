@@ -34,3 +34,11 @@ def form_key(response, action: str | None = None) -> str:
 
 def is_full_page(response) -> bool:
     return "<html" in response.get_data(as_text=True)
+
+
+def audited_changes():
+    """The audit entries that record a change: not sign-ins, sign-outs or refused requests, which every
+    request of a test may add."""
+    from portal.models import AuditLog
+
+    return AuditLog.action.notlike("auth.%") & AuditLog.action.notlike("access.%")

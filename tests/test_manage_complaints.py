@@ -21,7 +21,7 @@ from portal.rules import load_rules, set_rule
 
 from . import factories
 from .conftest import FIXED_NOW
-from .helpers import field_error, figure, form_key, is_full_page, text_of
+from .helpers import audited_changes, field_error, figure, form_key, is_full_page, text_of
 
 QUEUE = "/manage/complaints"
 FIGURES = "/manage/complaints/figures"
@@ -81,7 +81,7 @@ def snapshot(app, complaint_id: int) -> dict:
             "status": c.status, "first_response_at": c.first_response_at, "resolved_at": c.resolved_at,
             "closed_at": c.closed_at, "assigned_to_id": c.assigned_to_id,
             "events": count(ComplaintEvent, ComplaintEvent.complaint_id == complaint_id),
-            "audit": count(AuditLog), "ledger": count(LedgerEntry),
+            "audit": count(AuditLog, audited_changes()), "ledger": count(LedgerEntry),
             "balance": c.member.points_balance if c.member else None,
         }
 

@@ -20,7 +20,7 @@ from portal.extensions import db
 from portal.models import AuditLog, AuthSession, Staff, Store
 
 from . import factories
-from .helpers import field_error, form_key, is_full_page, text_of
+from .helpers import audited_changes, field_error, form_key, is_full_page, text_of
 
 STAFF = "/manage/staff"
 STORES = "/manage/stores"
@@ -64,7 +64,7 @@ def audit_rows(app, action: str) -> list[AuditLog]:
 def totals(app) -> dict:
     """Everything a refused action must leave as it was."""
     with app.app_context():
-        return {"staff": count(Staff), "stores": count(Store), "audit": count(AuditLog),
+        return {"staff": count(Staff), "stores": count(Store), "audit": count(AuditLog, audited_changes()),
                 "active": count(Staff, Staff.active.is_(True)),
                 "logins": count(AuthSession, AuthSession.revoked_at.is_(None)),
                 "roles": sorted(db.session.execute(select(Staff.id, Staff.role, Staff.store_id)).all())}

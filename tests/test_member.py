@@ -236,6 +236,7 @@ def test_wrong_code_is_refused_beside_the_code_and_counted(app, client, fresh):
         assert db.session.get(Member, fresh["id"]).password_hash is None
 
 
+@pytest.mark.config(LOGIN_FAILURES_PER_ACCOUNT=10)  # the code's own limit, apart from the account's
 def test_after_five_wrong_tries_even_the_right_code_is_refused(app, client, fresh):
     for _ in range(accounts.MAX_CODE_ATTEMPTS):
         assert field_error(activate(client, fresh["phone"], wrong_code_for(fresh["code"])), "code") == WRONG_CODE
@@ -347,25 +348,25 @@ def test_activation_ends_every_other_login_of_the_member(app, client, alice):
     assert with_cookie(app, elsewhere).get("/me/").status_code == 302
 
 
-@pytest.mark.config(RATELIMIT_ENABLED=True, LOGIN_ACCOUNT_RATE_LIMIT="3 per minute", LOGIN_RATE_LIMIT="100 per minute")
+@pytest.mark.config(LOGIN_FAILURES_PER_ACCOUNT=3)
 def test_activation_attempts_for_one_phone_are_rate_limited(app, client, fresh):
     for _ in range(3):
         assert activate(client, fresh["phone"], wrong_code_for(fresh["code"])).status_code == 422
     response = activate(client, fresh["phone"], fresh["code"])
     assert response.status_code == 429
-    assert "Too many attempts" in text_of(response)
+    assert "Too many failed attempts. Try again in 15 minutes." in text_of(response)
     with app.app_context():
         assert db.session.get(Member, fresh["id"]).password_hash is None
 
 
-@pytest.mark.config(RATELIMIT_ENABLED=True, LOGIN_ACCOUNT_RATE_LIMIT="3 per minute", LOGIN_RATE_LIMIT="100 per minute")
+@pytest.mark.config(LOGIN_FAILURES_PER_ACCOUNT=3)
 def test_member_sign_in_attempts_for_one_phone_are_rate_limited(client, alice):
     for _ in range(3):
         assert sign_in(client, alice["phone"], "wrong password").status_code == 422
     assert sign_in(client, alice["phone"]).status_code == 429
 
 
-@pytest.mark.config(RATELIMIT_ENABLED=True, LOGIN_ACCOUNT_RATE_LIMIT="3 per minute", LOGIN_RATE_LIMIT="100 per minute")
+@pytest.mark.config(LOGIN_FAILURES_PER_ACCOUNT=3)
 def test_the_account_rate_limit_cannot_be_dodged_by_writing_the_phone_differently(client, alice):
     for typed in ("13811112222", "138 1111 2222", "+8613811112222"):
         assert client.post("/member/login", data={"phone": typed, "password": "wrong"}).status_code == 422
@@ -839,7 +840,7 @@ def test_password_change_errors(app, member_client, alice, data, field, message)
         assert not audited("member.password")
 
 
-@pytest.mark.config(RATELIMIT_ENABLED=True, LOGIN_ACCOUNT_RATE_LIMIT="2 per minute", LOGIN_RATE_LIMIT="100 per minute")
+@pytest.mark.config(LOGIN_FAILURES_PER_ACCOUNT=2)
 @pytest.mark.parametrize("path", ["/me/password", "/me/delete"])
 def test_guessing_the_password_from_a_signed_in_phone_is_limited(member_client, path):
     """A stolen session cannot keep guessing the current password to change it or delete the account."""

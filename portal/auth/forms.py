@@ -10,3 +10,8 @@ class StaffLoginForm(FlaskForm):
     username = StringField(_l("Username"), filters=[normalise_text], validators=[DataRequired(_l("Enter your username.")), Length(max=64)])
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
     next = HiddenField()
+
+
+class ReauthForm(FlaskForm):
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
+    next = HiddenField()

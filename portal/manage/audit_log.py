@@ -66,7 +66,32 @@ ACTION_LABELS = {
     "complaint.reopened": _l("Complaint reopened by the member"),
     "complaint.rated": _l("Complaint resolution rated"),
     "complaint.goodwill": _l("Goodwill points for a complaint"),
+    "ledger.post": _l("Points moved (ledger entries)"),
+    "auth.login": _l("Signed in"),
+    "auth.logout": _l("Signed out"),
+    "auth.login_failed": _l("Failed sign-in"),
+    "auth.activation_failed": _l("Wrong activation code"),
+    "auth.password_failed": _l("Wrong password entered again"),
+    "auth.locked": _l("Attempt refused: too many failures"),
+    "auth.reauth": _l("Entered the password again"),
+    "auth.reauth_failed": _l("Wrong password when asked again"),
+    "access.denied": _l("Refused: no access"),
 }
+
+ROLE_LABELS = {
+    "admin": _l("Administrator"),
+    "manager": _l("Manager"),
+    "cashier": _l("Cashier"),
+    "member": _l("Member"),
+    "register": _l("A register (API)"),
+    "anonymous": _l("Not signed in"),
+    "system": _l("A daily job or the command line"),
+}
+
+
+def role_label(code: str | None) -> str:
+    label = ROLE_LABELS.get(code or "")
+    return str(label) if label is not None else (code or "")
 
 
 @dataclass(frozen=True)
@@ -187,7 +212,7 @@ def show_audit_log():
         TEMPLATE, "results", form=form, admin=admin, store=store, zone=zone, page=page,
         older_url=url_for("manage.show_audit_log", **query, before=page.entries[-1].id) if page.older else None,
         newest_url=url_for("manage.show_audit_log", **query) if before_id else None, changes=changes,
-        local_time=local_time, action_label=action_label, by_member=by_member, complaint_link=_complaint_link,
+        local_time=local_time, action_label=action_label, role_label=role_label, by_member=by_member, complaint_link=_complaint_link,
         htmx=is_htmx(),
     )
 

@@ -152,7 +152,7 @@ def _levels_form(form: ServiceLevelForm | None = None) -> ServiceLevelForm:
 
 
 @bp.route("/complaints/service-levels", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def update_service_levels():
     """Change the complaint time limits for the whole chain (audited, from the next request on)."""
     form = ServiceLevelForm()
@@ -323,7 +323,7 @@ def close_complaint(complaint_id: int):
 
 
 @bp.route("/complaints/<id:complaint_id>/goodwill", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def grant_goodwill(complaint_id: int):
     """Goodwill points for the member, posted as a bonus linked to the complaint; a form sent twice posts once."""
     def step(complaint, form):

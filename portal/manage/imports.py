@@ -114,7 +114,7 @@ def imports_page():
 
 
 @bp.route("/imports", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def start_import():
     """Check the uploaded file as a whole and keep it as an import; its rows are done by the steps that follow.
 
@@ -179,7 +179,7 @@ def run_import_step(import_id: int):
 
 
 @bp.route("/imports/<id:import_id>/run", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def run_import_for_real(import_id: int):
     """After a dry run: import the same file for real, as a new import."""
     dry = _import_or_404(import_id)

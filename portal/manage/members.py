@@ -108,7 +108,7 @@ def _month_name(month: int | None) -> str:
 
 
 @bp.route("/members.csv")
-@access("manager")
+@access("manager", recent_login=True)
 def export_members():
     """The list as it is filtered now, every page of it, as CSV for a spreadsheet (audited, streamed)."""
     form = MemberFilterForm(request.args)

@@ -39,7 +39,7 @@ def api_tokens_page():
 
 
 @bp.route("/api-tokens", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def create_api_token():
     """Create a token for one register and show it once; the same form sent twice creates one token."""
     form = _token_form(ApiTokenForm())
@@ -61,7 +61,7 @@ def create_api_token():
 
 
 @bp.route("/api-tokens/<id:token_id>/revoke", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def revoke_api_token(token_id: int):
     """Revoke a register's token; its very next request is refused."""
     row = db.session.get(ApiToken, token_id)

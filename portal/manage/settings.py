@@ -107,7 +107,7 @@ def show_settings():
 
 
 @bp.route("/settings/tiers", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def update_tiers():
     """Change the tiers (names, thresholds, multipliers, discounts, birthday bonus) all at once."""
     form = request.form
@@ -143,7 +143,7 @@ def update_tiers():
 
 
 @bp.route("/settings/rules", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def update_rules():
     """Change the points rules; each change is audited and applies from the next transaction."""
     sent = {name: normalise_text(request.form.get(name)) for name in RULE_LABELS}

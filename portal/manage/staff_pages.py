@@ -154,7 +154,7 @@ def list_staff():
 
 
 @bp.route("/staff", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def create_staff():
     """A new account: an admin any role at any store, a manager a cashier of their own store. The same form
     sent twice creates one account."""
@@ -227,7 +227,7 @@ def _act(staff_id: int, form, step, outcome: str):
 
 
 @bp.route("/staff/<id:staff_id>/deactivate", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def deactivate_staff(staff_id: int):
     """Deactivate someone: all their logins end and their next request is refused."""
     def step(person, form):
@@ -238,7 +238,7 @@ def deactivate_staff(staff_id: int):
 
 
 @bp.route("/staff/<id:staff_id>/reactivate", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def reactivate_staff(staff_id: int):
     """Let a deactivated person sign in again."""
     def step(person, form):
@@ -249,7 +249,7 @@ def reactivate_staff(staff_id: int):
 
 
 @bp.route("/staff/<id:staff_id>/role", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def change_staff_role(staff_id: int):
     """Change someone's role or store (admins)."""
     def step(person, form):
@@ -261,7 +261,7 @@ def change_staff_role(staff_id: int):
 
 
 @bp.route("/staff/<id:staff_id>/password", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def reset_staff_password(staff_id: int):
     """Give someone a new generated password and end their logins. The password is in this answer only
     (never in a URL, a cookie or the log), so there is no redirect: the page shows it once."""
@@ -313,7 +313,7 @@ def list_stores():
 
 
 @bp.route("/stores", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def create_store():
     """A new store; the same form sent twice creates one."""
     form = StoreForm()
@@ -368,7 +368,7 @@ def _store_step(store_id: int, form, step, outcome: str):
 
 
 @bp.route("/stores/<id:store_id>", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def update_store(store_id: int):
     """Rename a store or change its time zone."""
     def step(store, form):
@@ -380,7 +380,7 @@ def update_store(store_id: int):
 
 
 @bp.route("/stores/<id:store_id>/close", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def close_store(store_id: int):
     """Close a store: its registers' tokens stop working; its staff, members and history stay."""
     def step(store, form):
@@ -391,7 +391,7 @@ def close_store(store_id: int):
 
 
 @bp.route("/stores/<id:store_id>/reopen", methods=["POST"])
-@access("admin")
+@access("admin", recent_login=True)
 def reopen_store(store_id: int):
     """Open a closed store again."""
     def step(store, form):

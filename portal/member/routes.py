@@ -17,7 +17,8 @@ from wtforms import SelectChoice
 from .. import accounts, audit, complaints, ledger, messaging, tiers
 from .. import inbox as inbox_service
 from ..access import access
-from ..extensions import db, limiter
+from ..auth import guard
+from ..extensions import db
 from ..models import Complaint, ComplaintEvent, LedgerEntry, Member, Message, Purchase, Return, Store, TierChange
 from ..money import format_yuan
 from ..web import is_htmx, now, render_page, rules
@@ -230,29 +231,39 @@ def update_profile():
     return _profile_page(422, form=form)
 
 
-def _password_limit() -> str:
-    return current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"]
+def _password_refused(member: Member, field) -> bool:
+    """A signed-in member's password asked again counts against their account like a sign-in, so a stolen
+    session cannot keep guessing it (their own phone is no exception here)."""
+    message = guard.refusal(guard.member_account(member.phone), from_sign_in_page=False)
+    if message is None:
+        return False
+    field.errors = [message]
+    return True
 
 
-def _member_key() -> str:
-    """Rate-limit key per member. The limiter runs before the access check, so it may meet anyone."""
-    return f"member:{current_user.id}" if isinstance(current_user, Member) else "member:none"
+def _wrong_password(member: Member) -> None:
+    guard.failed(guard.member_account(member.phone))
+    audit.record(db.session, "auth.password_failed", at=now(), target=f"member:{member.id}")
+    db.session.commit()
 
 
 @bp.route("/password", methods=["POST"])
 @access("member")
-@limiter.limit(_password_limit, key_func=_member_key)
 def change_password():
     """A new password; every other login of the member ends."""
     member = me()
     form = PasswordForm()
     if form.validate_on_submit():
+        if _password_refused(member, form.current_password):
+            return _profile_page(429, password_form=form)
         try:
             accounts.change_password(db.session, member, current=form.current_password.data,
                                      new=form.password.data, keep_token=member.auth_token, now=now())
         except accounts.AccountError as error:
             db.session.rollback()
             getattr(form, error.field).errors = [error.message]
+            if error.field == "current_password":
+                _wrong_password(member)
         else:
             db.session.commit()
             return redirect(url_for("member.profile", saved="password"), code=303)
@@ -291,14 +302,16 @@ def confirm_delete():
 
 @bp.route("/delete", methods=["POST"])
 @access("member")
-@limiter.limit(_password_limit, key_func=_member_key)
 def delete_account():
     """Erase the member's personal data and end every login; the books stay, anonymised."""
     member = me()
     form = DeleteForm()
     if form.validate_on_submit():
+        if _password_refused(member, form.password):
+            return render_page("member/delete.html", status=429, member=member, form=form)
         if accounts.authenticate(db.session, member.phone, form.password.data) is None:
             form.password.errors = [_("This is not your password.")]
+            _wrong_password(member)
         else:
             accounts.erase(db.session, member, now=now())
             db.session.commit()

@@ -193,7 +193,8 @@ class ComplaintForm(KeyedForm):
     def validate_purchase_id(self, field):
         if not field.data:
             return
-        found = db.session.get(Purchase, int(field.data)) if field.data.isdigit() and len(field.data) < 10 else None
+        found = db.session.get(Purchase, int(field.data)) if (
+            field.data.isascii() and field.data.isdigit() and len(field.data) < 10) else None
         if found is None:
             raise ValidationError(_l("No such purchase."))
         self.purchase = found

@@ -12,6 +12,7 @@ from ..access import access
 from ..cards import is_valid_card_number
 from ..extensions import db
 from ..models import Complaint, LedgerEntry, Member, Purchase, Return, TierChange
+from ..money import normalise_text
 from ..web import current_store, is_htmx, now, render_page, rules
 from . import bp
 from .forms import AdjustForm, CheckoutForm, ComplaintForm, RegisterForm, ReturnForm
@@ -229,7 +230,7 @@ def show_receipt(purchase_id: int):
 def find_purchases():
     """Purchases to return, by till receipt number, or by member (card, phone, last 4 digits, name)."""
     q = request.args.get("q", "")[:64]
-    text = q.strip()
+    text = normalise_text(q)  # as receipt numbers are kept; a NUL would be refused by PostgreSQL
     found: list[Purchase] = []
     if text:
         found = list(db.session.scalars(
@@ -338,8 +339,9 @@ def new_complaint():
     """The complaint form in the panel, for the member (?card=) and purchase (?purchase=) it is about, if any."""
     form = ComplaintForm(formdata=None)
     form.card_number.data = request.args.get("card", "")[:32]
-    purchase = db.session.get(Purchase, int(request.args["purchase"])) if request.args.get(
-        "purchase", "").isdigit() and len(request.args["purchase"]) < 10 else None
+    wanted = request.args.get("purchase", "")
+    purchase = (db.session.get(Purchase, int(wanted))
+                if wanted.isascii() and wanted.isdigit() and len(wanted) < 10 else None)
     if purchase is not None:
         form.purchase_id.data = str(purchase.id)
         form.card_number.data = form.card_number.data or (purchase.member.card_number
@@ -384,7 +386,7 @@ def show_complaint(complaint_id: int):
 # --- manual adjustments ---------------------------------------------------------------------------------
 
 @bp.route("/members/<card_number>/adjustments", methods=["POST"])
-@access("manager")
+@access("manager", recent_login=True)
 def adjust_points(card_number: str):
     """A manager adds or takes points with a reason (audited)."""
     member = _member_or_404(card_number)
