@@ -1,5 +1,5 @@
 """flask commands: create-admin, create-api-token, demo, expire-points, review-tiers, birthday-bonus, set-rule,
-send-care, send-messages."""
+send-care, send-messages, backup, restore."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,8 @@ import click
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import api_tokens, care, messaging, senders
+from . import api_tokens, audit, care, messaging, senders
+from . import backup as backup_service
 from . import points as points_service
 from . import rules as rules_service
 from . import staff as staff_service
@@ -243,3 +244,89 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException(str(error)) from None
         db.session.commit()
         click.echo(f"{name}: {change[0]!r} -> {change[1]!r}")
+
+    def backup_options() -> dict:
+        """How long a backup or restore waits for a lock, and where pg_dump/pg_restore are (PG_BIN_DIR)."""
+        return {"timeout": app.config.get("DATABASE_LOCK_TIMEOUT_MS", 15000) / 1000,
+                "pg_bin_dir": app.config.get("PG_BIN_DIR") or os.environ.get("PG_BIN_DIR") or None}
+
+    def backups_folder() -> Path:
+        folder = Path(app.instance_path) / "backups"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
+
+    def audit_database(action: str, path: Path) -> None:
+        """Record a backup (all personal data leaves the database) or a restore in the audit log, when the
+        database is at the schema this code writes (a restored older backup is not, until db upgrade)."""
+        try:
+            current = backup_service.live_revision(db.engine)
+        except backup_service.BackupError:
+            return
+        if current != backup_service.schema_revisions(app.extensions["migrate"].directory)[-1]:
+            return
+        declare_write_intent()
+        audit.record(db.session, action, at=datetime.now(timezone.utc), target=f"file:{path.name}"[:128],
+                     after={"path": str(path), "bytes": path.stat().st_size})
+        db.session.commit()
+
+    @app.cli.command("backup")
+    @click.argument("path", required=False, type=click.Path(path_type=Path))
+    def backup(path: Path | None):
+        """Copy the whole database to PATH while the portal serves (SQLite: online backup; PostgreSQL: pg_dump).
+
+        PATH defaults to a timestamped file in the instance folder's backups/; a folder gets one inside it.
+        The file written is printed alone on the last line."""
+        now = datetime.now(timezone.utc)
+        if path is None or path.is_dir():
+            target = backup_service.default_target(db.engine, path or backups_folder(), now)
+        else:
+            target = path
+        db.session.remove()
+        try:
+            written = backup_service.backup(db.engine, target, **backup_options())
+        except backup_service.BackupError as error:
+            raise click.ClickException(str(error)) from None
+        audit_database("database.backup", written)
+        click.echo(f"Backup of {backup_service.describe(db.engine)} written ({written.stat().st_size:,} bytes):")
+        click.echo(str(written))
+
+    @app.cli.command("restore")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--yes", is_flag=True, help="Do not ask before replacing the data (for scripts).")
+    @click.option("--no-safety-copy", is_flag=True,
+                  help="Do not back up the current database first (e.g. when it is damaged).")
+    def restore(path: Path, yes: bool, no_safety_copy: bool):
+        """Replace ALL data with a backup made by `backup` (asks first unless --yes).
+
+        The backup must be of this portal, at a schema revision this code knows. The current database is
+        backed up to the instance folder's backups/ first (before-restore-...)."""
+        options = backup_options()
+        migrations = app.extensions["migrate"].directory
+        db.session.remove()
+        try:
+            checked = backup_service.check_backup(db.engine, path, migrations_dir=migrations,
+                                                  pg_bin_dir=options["pg_bin_dir"])
+        except backup_service.BackupError as error:
+            raise click.ClickException(str(error)) from None
+        database = backup_service.describe(db.engine)
+        if not yes:
+            click.confirm(f"Replace ALL data in {database} with {path} (schema revision {checked.revision})?",
+                          abort=True)
+        if not no_safety_copy:
+            safety = backup_service.default_target(db.engine, backups_folder(), datetime.now(timezone.utc),
+                                                   prefix="before-restore")
+            try:
+                backup_service.backup(db.engine, safety, **options)
+            except backup_service.BackupError as error:
+                raise click.ClickException(f"The current database could not be saved first, so nothing was "
+                                           f"restored: {error} (--no-safety-copy skips this step.)") from None
+            click.echo(f"The current database was saved to {safety}.")
+        try:
+            restored = backup_service.restore(db.engine, path, migrations_dir=migrations, **options)
+        except backup_service.BackupError as error:
+            raise click.ClickException(str(error)) from None
+        audit_database("database.restore", path.absolute())
+        click.echo(f"{database} restored from {path} (schema revision {restored.revision}).")
+        if restored.needs_upgrade:
+            click.echo(f"The backup is of an older schema: run `flask --app app db upgrade` (to {restored.head}) "
+                       "before serving.")

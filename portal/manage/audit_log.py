@@ -76,6 +76,8 @@ ACTION_LABELS = {
     "auth.reauth": _l("Entered the password again"),
     "auth.reauth_failed": _l("Wrong password when asked again"),
     "access.denied": _l("Refused: no access"),
+    "database.backup": _l("Backed up the database"),
+    "database.restore": _l("Restored the database from a backup"),
 }
 
 ROLE_LABELS = {
