@@ -66,6 +66,17 @@ def attribute_call(response):
     return response
 
 
+@bp.after_request
+def html_safe_json(response):
+    """No raw <, > or & in a JSON answer: they are written \\u003c, \\u003e, \\u0026 (the same JSON), so a name or a
+    description a register sent with markup in it comes back as data that nothing could read as HTML."""
+    if response.mimetype == "application/json" and not response.direct_passthrough:
+        body = response.get_data(as_text=True)
+        if any(c in body for c in "<>&"):
+            response.set_data(body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return response
+
+
 @bp.get("/openapi.json")
 @access("public")
 def openapi():
