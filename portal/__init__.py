@@ -1,8 +1,10 @@
 """The membership portal: create_app wires configuration, extensions, blueprints, errors and commands."""
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -140,6 +142,21 @@ def _check_idle_timeout():
     if now - session.get("seen", 0) > 30:
         session["seen"] = now
     return None
+
+
+class _NoQueryStrings(logging.Filter):
+    """The development server logs each request line; a till lookup's query string holds the phone number
+    typed, so the line is logged without it (gunicorn keeps no access log unless asked; see the README)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple) and isinstance(record.args[0], str):
+            first = re.sub(r"^(\S+ [^?\s]*)\?\S*", r"\1?…", record.args[0])
+            record.args = (first, *record.args[1:])
+        return True
+
+
+_REQUEST_LOG_FILTER = _NoQueryStrings()
+logging.getLogger("werkzeug").addFilter(_REQUEST_LOG_FILTER)
 
 
 def select_locale() -> str:

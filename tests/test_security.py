@@ -495,3 +495,18 @@ def test_the_audit_viewer_shows_the_role_of_each_actor(app, client, login):
     username = login(client, "admin")
     page = text_of(client.get("/manage/audit"))
     assert "Signed in" in page and "Administrator" in page and username in page
+
+
+def test_the_request_log_keeps_no_query_string(app, caplog):
+    """The development server logs every request line; a till lookup's holds the phone typed."""
+    import urllib.request
+
+    from .live_server import LiveServer
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    with LiveServer(app) as server:
+        with urllib.request.urlopen(f"{server.url}/login?next=/till/lookup%3Fq%3D13955550123") as answer:
+            assert answer.status == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert any('"GET /login?… HTTP/1.1" 200' in line for line in lines), lines
+    assert not any("13955550123" in line for line in lines)
