@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
-from . import audit
+from . import audit, rollups
 from . import sessions as auth_sessions
 from .access import enforce_access, refused, verify_declarations
 from .config import Config, instance_secret_key
@@ -74,6 +74,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
 
     audit.use_actor_source(current_actor)
     audit.watch_ledger()
+    rollups.watch()
     app.before_request(_check_idle_timeout)
     app.before_request(enforce_access)
     app.after_request(_security_headers)

@@ -1,5 +1,5 @@
 """flask commands: create-admin, create-api-token, demo, expire-points, review-tiers, birthday-bonus, set-rule,
-send-care, send-messages, backup, restore."""
+send-care, send-messages, backup, restore, rebuild-rollups."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import click
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import api_tokens, audit, care, messaging, senders
+from . import api_tokens, audit, care, messaging, rollups, senders
 from . import backup as backup_service
 from . import points as points_service
 from . import rules as rules_service
@@ -230,6 +230,15 @@ def register_commands(app: Flask) -> None:
                 click.echo(f"  error: {error}")
 
         run_locked("send-messages", fixed or datetime.now(timezone.utc), work)
+
+    @app.cli.command("rebuild-rollups")
+    def rebuild_rollups():
+        """Count the dashboard's running totals again from every purchase, return, member and ledger entry (after
+        a bulk load; the portal keeps them up to date by itself otherwise)."""
+        declare_write_intent()
+        rollups.rebuild(db.session)
+        db.session.commit()
+        click.echo("The dashboard's totals were counted again.")
 
     @app.cli.command("set-rule")
     @click.argument("name")

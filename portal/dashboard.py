@@ -1,5 +1,9 @@
 """The manager dashboard: a store's (or the chain's) figures for a period, and the day's takings.
 
+Sums of money, purchases, new members, points and each staff member's work come from the running totals per 15
+minutes that every transaction keeps (portal/rollups.py), so a view reads a few thousand rows, not millions;
+active and repeat members are counted from the purchases themselves (a distinct count cannot be summed).
+
 Every figure is an SQL aggregate over the period [since, until): `since` is local midnight of the period's
 first day in the chosen store's time zone (scope.period_start), `until` is now. Each is scoped to a list of
 store ids (None: every store). Money is integer fen. The definitions, shown to managers in the same words:
@@ -38,20 +42,19 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, case, func, literal, or_, select, union_all
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import audit, complaints
+from . import audit, complaints, rollups
 from .models import (
+    ActivityBucket,
     Complaint,
     ComplaintEvent,
-    LedgerEntry,
-    LedgerKind,
     Member,
     Purchase,
-    Return,
     Staff,
+    StaffBucket,
     Store,
     StoreTakings,
     Tier,
@@ -202,28 +205,30 @@ def _in_period(column, since: datetime, until: datetime):
     return and_(column >= since, column < until)
 
 
+def _buckets(store_ids: list[int] | None, since: datetime, until: datetime):
+    """The stores' 15-minute totals (portal/rollups.py) of the period [since, until): since is a local
+    midnight, a whole number of buckets; nothing is later than until (now), so its bucket counts whole."""
+    return _scoped(select(ActivityBucket).where(ActivityBucket.bucket_start >= rollups.bucket_of(since),
+                                                ActivityBucket.bucket_start < until),
+                   ActivityBucket.store_id, store_ids).subquery()
+
+
 def sales(session: Session, *, store_ids: list[int] | None, since: datetime, until: datetime) -> Sales:
     """Cash paid and number of the purchases in the period, and the cash refunded by returns in the period."""
-    paid, count = session.execute(_scoped(
-        select(func.coalesce(func.sum(Purchase.paid_fen), 0), func.count(Purchase.id))
-        .where(_in_period(Purchase.created_at, since, until)), Purchase.store_id, store_ids)).one()
-    refunded = session.scalar(_scoped(
-        select(func.coalesce(func.sum(Return.cash_refund_fen), 0))
-        .where(_in_period(Return.created_at, since, until)), Return.store_id, store_ids))
+    rows = _buckets(store_ids, since, until)
+    paid, count, refunded = session.execute(select(
+        func.coalesce(func.sum(rows.c.paid_fen), 0), func.coalesce(func.sum(rows.c.purchases), 0),
+        func.coalesce(func.sum(rows.c.refunded_fen), 0))).one()
     return Sales(paid_fen=int(paid), refunded_fen=int(refunded), purchases=int(count))
 
 
 def _movements(store_ids, since, until, day_of):
-    """Purchases (+paid, 1) and returns (-refund, 0) in the period as rows (day, store_id, amount, purchases)."""
-    bought = _scoped(select(day_of(Purchase.created_at, Purchase.store_id).label("day"),
-                            Purchase.store_id.label("store_id"), Purchase.paid_fen.label("amount"),
-                            literal(1).label("purchases"))
-                     .where(_in_period(Purchase.created_at, since, until)), Purchase.store_id, store_ids)
-    returned = _scoped(select(day_of(Return.created_at, Return.store_id).label("day"),
-                              Return.store_id.label("store_id"), (-Return.cash_refund_fen).label("amount"),
-                              literal(0).label("purchases"))
-                       .where(_in_period(Return.created_at, since, until)), Return.store_id, store_ids)
-    return union_all(bought, returned).subquery()
+    """Member sales (paid less refunded) and purchases in the period as rows (day, store_id, amount,
+    purchases), one per store and 15 minutes."""
+    rows = _buckets(store_ids, since, until)
+    return select(day_of(rows.c.bucket_start, rows.c.store_id).label("day"), rows.c.store_id.label("store_id"),
+                  (rows.c.paid_fen - rows.c.refunded_fen).label("amount"),
+                  rows.c.purchases.label("purchases")).subquery()
 
 
 def daily(session: Session, *, store_ids: list[int] | None, since: datetime, until: datetime,
@@ -271,8 +276,8 @@ def share(session: Session, *, store_ids: list[int] | None, since: datetime, unt
 
 def members(session: Session, *, store_ids: list[int] | None, since: datetime, until: datetime) -> Members:
     """New members, active members and how many of the active bought twice or more (see the module)."""
-    new = session.scalar(_scoped(select(func.count(Member.id)).where(_in_period(Member.created_at, since, until)),
-                                 Member.store_id, store_ids))
+    rows = _buckets(store_ids, since, until)
+    new = session.scalar(select(func.coalesce(func.sum(rows.c.new_members), 0)))
     per_member = _scoped(select(Purchase.member_id, func.count(Purchase.id).label("n"))
                          .where(_in_period(Purchase.created_at, since, until)), Purchase.store_id, store_ids
                          ).group_by(Purchase.member_id).subquery()
@@ -283,23 +288,12 @@ def members(session: Session, *, store_ids: list[int] | None, since: datetime, u
 
 
 def points(session: Session, *, store_ids: list[int] | None, since: datetime, until: datetime) -> Points:
-    """Points moved in the period, by kind (see the module for what counts as issued)."""
-    where_store = func.coalesce(LedgerEntry.store_id, Member.store_id)
-    rows = session.execute(_scoped(
-        select(LedgerEntry.kind,
-               func.coalesce(func.sum(case((LedgerEntry.points > 0, LedgerEntry.points), else_=0)), 0),
-               func.coalesce(func.sum(case((LedgerEntry.points < 0, -LedgerEntry.points), else_=0)), 0))
-        .join(Member, Member.id == LedgerEntry.member_id)
-        .where(_in_period(LedgerEntry.created_at, since, until)), where_store, store_ids
-    ).group_by(LedgerEntry.kind)).all()
-    added = {kind: int(plus) for kind, plus, _ in rows}
-    taken = {kind: int(minus) for kind, _, minus in rows}
-    return Points(
-        earned=added.get(LedgerKind.EARN.value, 0), bonus=added.get(LedgerKind.BONUS.value, 0),
-        redeemed=taken.get(LedgerKind.REDEEM.value, 0), expired=taken.get(LedgerKind.EXPIRE.value, 0),
-        restored=added.get(LedgerKind.RESTORE.value, 0), reversed=taken.get(LedgerKind.REVERSE.value, 0),
-        adjusted_in=added.get(LedgerKind.ADJUST.value, 0), adjusted_out=taken.get(LedgerKind.ADJUST.value, 0),
-    )
+    """Points moved in the period, by kind (see the module for what counts as issued). An entry without a
+    store (an expiry) counted for the member's store when it was posted (portal/rollups.py)."""
+    rows = _buckets(store_ids, since, until)
+    names = ("earned", "bonus", "redeemed", "expired", "restored", "reversed", "adjusted_in", "adjusted_out")
+    sums = session.execute(select(*(func.coalesce(func.sum(rows.c[f"points_{name}"]), 0) for name in names))).one()
+    return Points(**{name: int(value) for name, value in zip(names, sums)})
 
 
 def liability(session: Session, *, store_ids: list[int] | None, rules: Rules) -> Liability:
@@ -321,14 +315,16 @@ def tier_counts(session: Session, *, store_ids: list[int] | None) -> list[tuple[
 
 def staff_rows(session: Session, *, store_ids: list[int] | None, since: datetime, until: datetime) -> list[StaffRow]:
     """Each staff member of the stores (active, or with anything to count) with what they did in the period."""
-    registered = dict(session.execute(_scoped(
-        select(Member.registered_by_id, func.count(Member.id))
-        .where(Member.registered_by_id.is_not(None), _in_period(Member.created_at, since, until)),
-        Member.store_id, store_ids).group_by(Member.registered_by_id)).all())
-    sold = {staff_id: (int(n), int(paid)) for staff_id, n, paid in session.execute(_scoped(
-        select(Purchase.staff_id, func.count(Purchase.id), func.coalesce(func.sum(Purchase.paid_fen), 0))
-        .where(Purchase.staff_id.is_not(None), _in_period(Purchase.created_at, since, until)),
-        Purchase.store_id, store_ids).group_by(Purchase.staff_id))}
+    mine = _scoped(select(StaffBucket.staff_id, func.sum(StaffBucket.registered), func.sum(StaffBucket.purchases),
+                          func.sum(StaffBucket.paid_fen))
+                   .where(StaffBucket.bucket_start >= rollups.bucket_of(since), StaffBucket.bucket_start < until),
+                   StaffBucket.store_id, store_ids).group_by(StaffBucket.staff_id)
+    registered, sold = {}, {}
+    for staff_id, members_registered, purchases, paid in session.execute(mine):
+        if members_registered:
+            registered[staff_id] = int(members_registered)
+        if purchases:
+            sold[staff_id] = (int(purchases), int(paid))
     handled = dict(session.execute(_scoped(
         select(ComplaintEvent.staff_id, func.count(func.distinct(ComplaintEvent.complaint_id)))
         .join(Complaint, Complaint.id == ComplaintEvent.complaint_id)

@@ -726,6 +726,44 @@ class MessageDelivery(db.Model):
     )
 
 
+class ActivityBucket(db.Model):
+    """A store's figures for 15 minutes (UTC), added to by each transaction (portal/rollups.py)."""
+
+    __tablename__ = "activity_buckets"
+
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    purchases: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    new_members: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_bonus: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_expired: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_restored: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_reversed: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_adjusted_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_adjusted_out: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_activity_buckets_bucket_start", "bucket_start"),)
+
+
+class StaffBucket(db.Model):
+    """What one staff member did at a store in 15 minutes (UTC): members registered, purchases recorded."""
+
+    __tablename__ = "staff_buckets"
+
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    registered: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchases: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_staff_buckets_bucket_start", "bucket_start"),)
+
+
 class LoginFailure(db.Model):
     """One failed sign-in or activation attempt, kept a short while, so that every app server counts the same
     failures. The account is a keyed hash: no username or phone is stored here."""
@@ -755,8 +793,8 @@ class JobLock(db.Model):
 
 
 __all__ = [
-    "ActivationCode", "ApiRequest", "Campaign", "CampaignMember", "JobLock", "LoginFailure", "MemberImport", "Message",
+    "ActivationCode", "ActivityBucket", "ApiRequest", "Campaign", "CampaignMember", "JobLock", "LoginFailure", "MemberImport", "Message",
     "MessageDelivery", "MessageTemplate", "StoreTakings", "ApiToken", "AuditLog", "Complaint", "ComplaintEvent", "VisitRating", "AuthSession", "LedgerEntry", "LedgerKind", "LotUse", "Member", "PointLot",
     "Purchase", "Return",
-    "Role", "ROLE_RANK", "Setting", "Staff", "Store", "Tier", "TierChange", "utcnow",
+    "Role", "ROLE_RANK", "Setting", "Staff", "StaffBucket", "Store", "Tier", "TierChange", "utcnow",
 ]
