@@ -21,6 +21,7 @@ from . import staff as staff_service
 from . import tiers
 from .database import declare_write_intent
 from .extensions import db
+from .generate import generate_command
 from .models import Member, Staff, Store
 from .rules import load_rules
 
@@ -230,6 +231,8 @@ def register_commands(app: Flask) -> None:
                 click.echo(f"  error: {error}")
 
         run_locked("send-messages", fixed or datetime.now(timezone.utc), work)
+
+    app.cli.add_command(generate_command)
 
     @app.cli.command("rebuild-rollups")
     def rebuild_rollups():
