@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := app
 
-.PHONY: run test test-quick setup system-deps translations compile-translations clean
+.PHONY: run test test-quick setup system-deps translations compile-translations clean bench bench-quick
 
 $(BIN)/activate: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,16 @@ translations: $(BIN)/activate
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# make bench       : the benchmark at full scale (1,000,000 members, SQLite; BENCH_ARGS=--pg for PostgreSQL)
+# make bench-quick : about 20,000 members and 5-second runs. Both print a table and end with the line
+#                    lookup/tpl=R member/tpl=R checkout/write=R dashboard_ms=N checkout_p99_ms=N (bench/README.md)
+BENCH_ARGS ?=
+
+bench: setup
+	@sh bench/deps.sh "$(BENCH_ARGS)"
+	$(BIN)/python bench/run.py --members 1000000 $(BENCH_ARGS)
+
+bench-quick: setup
+	@sh bench/deps.sh "$(BENCH_ARGS)"
+	$(BIN)/python bench/run.py --members 20000 --quick $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""The benchmark harness (bench/run.py); not part of the portal."""
