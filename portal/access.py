@@ -21,6 +21,7 @@ from flask_login import current_user
 from . import api_tokens, audit
 from .extensions import db
 from .models import ROLE_RANK, Member, Staff
+from .web import same_site_referrer
 
 LEVELS = ("public", "member", "cashier", "manager", "admin", "register")
 
@@ -96,8 +97,6 @@ def _ask_password_again():
     if request.method == "GET":
         back = request.full_path if request.query_string else request.path
     else:
-        from .web import same_site_referrer
-
         back = same_site_referrer() or url_for("main.index")
     target = url_for("auth.reauthenticate", next=back, retry="1" if request.method != "GET" else None)
     if request.headers.get("HX-Request"):

@@ -8,13 +8,12 @@ import logging
 import re
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, select, text
 
 from portal import create_app
-from portal.access import access  # noqa: F401  (the decorator the sensitive routes use)
 from portal.config import Config, TestConfig
 from portal.extensions import db
 from portal.models import (

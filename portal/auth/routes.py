@@ -32,9 +32,9 @@ def _moment() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _refused(account: str, field, *, target: str | None) -> bool:
+def _refused(account: str, field, *, target: str | None, from_sign_in_page: bool = True) -> bool:
     """True (with the message beside `field`, and an audit entry) if the account may not try now."""
-    message = guard.refusal(account)
+    message = guard.refusal(account, from_sign_in_page=from_sign_in_page)
     if message is None:
         return False
     field.errors.append(message)
@@ -170,11 +170,7 @@ def reauthenticate():
     if form.validate_on_submit():
         account = guard.staff_account(staff.username)
         target = f"staff:{staff.id}"
-        message = guard.refusal(account, from_sign_in_page=False)
-        if message is not None:
-            form.password.errors.append(message)
-            audit.record(db.session, "auth.locked", at=_moment(), target=target)
-            db.session.commit()
+        if _refused(account, form.password, target=target, from_sign_in_page=False):
             return render_page("auth/reauth.html", status=429, **context)
         if check_password_hash(staff.password_hash, form.password.data):
             guard.succeeded(account)
