@@ -477,9 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, help="seconds of load before each measurement (default 3, quick 1)")
     parser.add_argument("--pg", action="store_true", help="on a throwaway PostgreSQL server instead of SQLite")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
+    parser.add_argument("--workers", type=int, default=8, help="gunicorn workers (default 8: one a connection)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (default 1)")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default sync)")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                         help="the load generator: wrk when installed (default), else bench/loadgen.py")
     parser.add_argument("--load-threads", type=int, default=1, help="wrk threads (default 1)")

@@ -22,7 +22,7 @@ from . import audit, rollups
 from . import sessions as auth_sessions
 from .access import enforce_access, refused, verify_declarations
 from .config import Config, instance_secret_key
-from .database import configure_engine
+from .database import configure_engine, end_keeping_loaded, reading
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
 from .money import format_yuan
@@ -75,6 +75,7 @@ def create_app(config_class: type = Config, overrides: dict | None = None) -> Fl
     audit.use_actor_source(current_actor)
     audit.watch_ledger()
     rollups.watch()
+    app.before_request(_load_login_before_writing)
     app.before_request(_check_idle_timeout)
     app.before_request(enforce_access)
     app.after_request(_security_headers)
@@ -128,6 +129,19 @@ def _configure_login(app: Flask) -> None:
             db.session, token, now=datetime.now(timezone.utc),
             absolute_timeout=current_app.config["SESSION_ABSOLUTE_TIMEOUT"],
         )
+
+
+def _load_login_before_writing():
+    """On SQLite, a request that writes holds the database's one write lock from its first query to its commit,
+    and every other till waits. Who is signed in is only read: load it in a read transaction of its own, ended
+    (keeping what it loaded) before the request's work, so that the lock covers the work alone."""
+    if (request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint == "static"
+            or request.path.startswith("/api/") or db.engine.dialect.name != "sqlite"):
+        return None
+    with reading():
+        current_user._get_current_object()
+        end_keeping_loaded(db.session)
+    return None
 
 
 def _check_idle_timeout():

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, event, inspect, or_, select, true
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import Session
 
+from . import new_rows
 from .models import AuditLog, LedgerEntry, Staff, Store
 
 
@@ -67,22 +68,11 @@ def record(
 
 # --- every ledger operation ---------------------------------------------------------------------------
 
-def _collect_ledger_entries(session: Session, _flush_context) -> None:
-    new = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
-    if new:
-        session.info.setdefault("audit_ledger", []).extend(new)
-
-
-def _audit_ledger_entries(session: Session) -> None:
+def _audit_ledger_entries(session: Session, collected: list) -> None:
     """Before a commit: one entry per member whose points this transaction moved, naming each ledger row."""
-    if not session.info.get("audit_ledger") and not any(isinstance(obj, LedgerEntry) for obj in session.new):
-        return
-    session.flush()
-    collected = session.info.pop("audit_ledger", [])
     by_member: dict[int, list[LedgerEntry]] = {}
     for entry in collected:
-        if inspect(entry).persistent:  # not one a rolled-back savepoint took away
-            by_member.setdefault(entry.member_id, []).append(entry)
+        by_member.setdefault(entry.member_id, []).append(entry)
     for member_id, entries in by_member.items():
         first = entries[0]
         record(session, "ledger.post", at=first.created_at, target=f"member:{member_id}",
@@ -93,17 +83,10 @@ def _audit_ledger_entries(session: Session) -> None:
                       "balance": entries[-1].balance_after})
 
 
-def _forget_ledger_entries(session: Session, *_args) -> None:
-    session.info.pop("audit_ledger", None)
-
-
 def watch_ledger() -> None:
     """Have every session write a "ledger.post" entry for the ledger rows each transaction adds, whichever code
     path posted them (till, API, jobs, imports): the audit log misses no ledger operation."""
-    for name, listener in (("after_flush", _collect_ledger_entries), ("before_commit", _audit_ledger_entries),
-                           ("after_rollback", _forget_ledger_entries)):
-        if not event.contains(Session, name, listener):
-            event.listen(Session, name, listener)
+    new_rows.watch("audit_ledger", (LedgerEntry,), _audit_ledger_entries)
 
 
 # --- reading it back (the audit log viewer) -------------------------------------------------------------

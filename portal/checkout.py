@@ -161,6 +161,7 @@ def record_purchase(
     if find_by_key(session, idempotency_key):
         return _replay(session, idempotency_key, member_id)
     ledger.expire_due(session, member, now)
+    levels = tiers.all_tiers(session)  # before member.tier, which then comes from the session's identity map
 
     figures = quote(
         gross_fen,
@@ -170,7 +171,9 @@ def record_purchase(
         balance=member.points_balance,
         rules=rules,
     )
-    first_purchase = session.scalar(select(Purchase.id).where(Purchase.member_id == member.id).limit(1)) is None
+    referral_due = bool(member.referrer_id and member.referral_rewarded_at is None and rules.referral_bonus)
+    first_purchase = referral_due and session.scalar(
+        select(Purchase.id).where(Purchase.member_id == member.id).limit(1)) is None
     purchase = Purchase(
         idempotency_key=idempotency_key,
         member_id=member.id,
@@ -206,7 +209,7 @@ def record_purchase(
     if figures.points_earned:
         ledger.credit(session, member, LedgerKind.EARN, [ledger.Portion(figures.points_earned, expires)],
                       "purchase_earn", **refs)
-    if first_purchase and member.referrer_id and member.referral_rewarded_at is None and rules.referral_bonus:
+    if first_purchase:
         referrer = ledger.lock_member(session, member.referrer_id)
         if referrer is not None and referrer.deleted_at is None:
             ledger.credit(session, referrer, LedgerKind.BONUS, [ledger.Portion(rules.referral_bonus, expires)],
@@ -216,7 +219,7 @@ def record_purchase(
     session.flush()
     spend = tiers.qualifying_spend(session, member.id, now, rules.qualifying_days)
     change = tiers.upgrade_if_reached(
-        session, member, tiers.all_tiers(session), spend,
+        session, member, levels, spend,
         at=now, reason="purchase", purchase_id=purchase.id, staff_id=staff.id if staff else None,
     )
     return CheckoutResult(purchase, change, replayed=False)

@@ -8,13 +8,23 @@ On PostgreSQL the same guarantee comes from row locks (SELECT ... FOR UPDATE)
 taken by the service functions. On both, a lock waited for longer than the lock
 timeout ends the request with an error (shown as "try again", nothing saved).
 """
+import os
+import sqlite3
+import threading
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's own waiting then decides who writes next
+    fcntl = None
+
 import click
-from flask import has_request_context, request
+from flask import g, has_request_context, request
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 _write_intent: ContextVar[bool] = ContextVar("write_intent", default=False)
@@ -44,7 +54,36 @@ def write_intent():
 def _wants_write_lock() -> bool:
     if _write_intent.get():
         return True
-    return has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")
+    return (has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")
+            and not g.get("reading_only", False))
+
+
+@contextmanager
+def reading():
+    """Within this block, a request that writes begins its transactions as reads (SQLite's plain BEGIN)."""
+    before = g.get("reading_only", False)
+    g.reading_only = True
+    try:
+        yield
+    finally:
+        g.reading_only = before
+
+
+def end_keeping_loaded(session, *, done_writing: bool = False) -> None:
+    """Commit, keeping what the session loaded instead of expiring it (it is what was just committed, so
+    drawing the answer needs no query to load it again).
+
+    With done_writing, the request has written all it will: its later transactions (a lazy load while the
+    answer is drawn) are reads, and on SQLite do not take the write lock again."""
+    real = session() if callable(session) else session
+    previous = real.expire_on_commit
+    real.expire_on_commit = False
+    try:
+        real.commit()
+    finally:
+        real.expire_on_commit = previous
+    if done_writing and has_request_context():
+        g.reading_only = True
 
 
 def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
@@ -71,9 +110,113 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    queue = WriterQueue.for_database(engine.url.database, busy_timeout_ms)
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if _wants_write_lock() else "BEGIN")
+        if not _wants_write_lock():
+            connection.exec_driver_sql("BEGIN")
+            return
+        if queue is None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        dbapi_connection = connection.connection.dbapi_connection
+        queue.enter(dbapi_connection)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            queue.leave(dbapi_connection)
+            raise
+
+    if queue is not None:
+        queue.release_after_transactions_of(engine)
+
+
+class WriterQueue:
+    """SQLite's writers, on this host, in a queue.
+
+    SQLite lets one connection write at a time; the others poll for the lock, sleeping longer between tries
+    the longer they have waited (up to 100 ms). Under a burst of checkouts, newcomers polling every
+    millisecond keep taking the lock from a till that has been waiting a while, which then waits seconds. So
+    a transaction that will write first waits its turn here: threads of one process on a lock of that
+    process, processes on an advisory lock on a file beside the database (flock), which the kernel gives up
+    when the holder releases it, or dies. The holder then takes SQLite's write lock at once. The turn ends
+    when the transaction commits or rolls back (or its connection is closed).
+    """
+
+    _queues: dict[str, "WriterQueue"] = {}
+
+    @classmethod
+    def for_database(cls, database: str | None, timeout_ms: int) -> "WriterQueue | None":
+        if not database or database == ":memory:" or database.startswith("file:") or fcntl is None:
+            return None
+        path = os.path.abspath(database) + "-writers"
+        queue = cls._queues.get(path)
+        if queue is None or queue.timeout != timeout_ms / 1000:
+            queue = cls._queues[path] = cls(path, timeout_ms / 1000)
+        return queue
+
+    def __init__(self, path: str, timeout: float):
+        self.path = path
+        self.timeout = timeout
+        self._turn = threading.Lock()  # one writer of this process at a time
+        self._held: dict[int, int] = {}  # id(DBAPI connection) -> the file descriptor holding the flock
+
+    def enter(self, dbapi_connection) -> None:
+        deadline = time.monotonic() + self.timeout
+        if not self._turn.acquire(timeout=self.timeout):
+            raise _locked()
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            self._turn.release()
+            raise
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(descriptor)
+                    self._turn.release()
+                    raise _locked() from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+        self._held[id(dbapi_connection)] = descriptor
+
+    def leave(self, dbapi_connection) -> None:
+        descriptor = self._held.pop(id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection)), None)
+        if descriptor is None:
+            return
+        os.close(descriptor)  # closing the file releases the flock
+        self._turn.release()
+
+    def release_after_transactions_of(self, engine: Engine) -> None:
+        """Leave the queue once the DBAPI commit or rollback is done (SQLAlchemy's commit and rollback events
+        come before it), and when a connection is closed or invalidated."""
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection):
+            try:
+                commit(dbapi_connection)
+            finally:
+                self.leave(dbapi_connection)
+
+        def do_rollback(dbapi_connection):
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self.leave(dbapi_connection)
+
+        dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
+        for name in ("close", "invalidate", "close_detached"):
+            event.listen(engine, name, lambda dbapi_connection, *_args: self.leave(dbapi_connection))
+
+
+def _locked() -> OperationalError:
+    return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
 
 def lock_row(session: Session, model, row_id: int):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from .database import lock_row
@@ -135,6 +135,19 @@ def available(session: Session, member: Member, now: datetime) -> int:
         .where(PointLot.member_id == member.id, PointLot.remaining > 0, PointLot.expires_at <= now)
     )
     return member.points_balance - int(expired)
+
+
+def outlook(session: Session, member: Member, now: datetime, days: int) -> tuple[int, int]:
+    """(available, expiring) in one query: what `available` and `expiring` give."""
+    remaining = PointLot.remaining
+    past, soon = PointLot.expires_at <= now, PointLot.expires_at <= now + timedelta(days=days)
+    expired, expiring_soon = session.execute(
+        select(func.coalesce(func.sum(case((past, remaining), else_=0)), 0),
+               func.coalesce(func.sum(case((past, 0), (soon, remaining), else_=0)), 0))
+        .where(PointLot.member_id == member.id, remaining > 0, PointLot.expires_at.is_not(None),
+               PointLot.expires_at <= now + timedelta(days=days))
+    ).one()
+    return member.points_balance - int(expired), int(expiring_soon)
 
 
 def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:

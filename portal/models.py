@@ -398,6 +398,9 @@ class AuthSession(db.Model):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(255))
 
+    staff: Mapped[Staff | None] = relationship()
+    member: Mapped[Member | None] = relationship()
+
 
 class ApiToken(db.Model):
     """A cash register's bearer token. Only its SHA-256 is kept; the token itself is shown once."""

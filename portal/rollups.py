@@ -19,11 +19,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Integer, and_, case, cast, delete, event, func, insert, inspect, literal, literal_column, select, union_all,
+    Integer, and_, case, cast, delete, func, insert, literal, literal_column, select, union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from . import new_rows
 from .models import ActivityBucket, LedgerEntry, Member, Purchase, Return, StaffBucket
 
 BUCKET = timedelta(minutes=15)
@@ -85,42 +86,46 @@ class Totals:
     def write(self, session: Session) -> None:
         """Add the figures to their buckets (insert or add), in key order so that concurrent writers meet the
         rows in the same order."""
-        upsert = _upsert_for(session)
-        for key in sorted(self.activity):
-            values = {c: v for c, v in self.activity[key].items() if v}
-            if values:
-                upsert(ActivityBucket, {"store_id": key[0], "bucket_start": key[1]}, values)
-        for key in sorted(self.staff):
-            values = {c: v for c, v in self.staff[key].items() if v}
-            if values:
-                upsert(StaffBucket, {"staff_id": key[0], "store_id": key[1], "bucket_start": key[2]}, values)
+        dialect = session.get_bind().dialect.name
+        activity = [{"store_id": key[0], "bucket_start": key[1], **_full(ACTIVITY_COLUMNS, self.activity[key])}
+                    for key in sorted(self.activity) if any(self.activity[key].values())]
+        staff = [{"staff_id": key[0], "store_id": key[1], "bucket_start": key[2],
+                  **_full(STAFF_COLUMNS, self.staff[key])}
+                 for key in sorted(self.staff) if any(self.staff[key].values())]
+        for row in activity:
+            session.execute(_upsert(dialect, ActivityBucket), row)
+        for row in staff:
+            session.execute(_upsert(dialect, StaffBucket), row)
         self.activity.clear()
         self.staff.clear()
 
 
-def _upsert_for(session: Session):
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+def _full(columns: tuple[str, ...], values: dict[str, int]) -> dict[str, int]:
+    return {name: values.get(name, 0) for name in columns}
 
-    def upsert(model, key: dict, values: dict) -> None:
+
+_UPSERTS: dict[tuple[str, type], object] = {}
+
+
+def _upsert(dialect: str, model):
+    """INSERT ... ON CONFLICT DO UPDATE adding every figure column, built once per database kind and table so
+    that SQLAlchemy compiles it once (a figure of 0 adds nothing)."""
+    statement = _UPSERTS.get((dialect, model))
+    if statement is None:
         table = model.__table__
-        statement = insert(table).values(**key, **values)
+        keys = ["store_id", "bucket_start"] if model is ActivityBucket else ["staff_id", "store_id", "bucket_start"]
+        figures = ACTIVITY_COLUMNS if model is ActivityBucket else STAFF_COLUMNS
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert_(table)
         statement = statement.on_conflict_do_update(
-            index_elements=list(key), set_={c: table.c[c] + statement.excluded[c] for c in values})
-        session.execute(statement)
-
-    return upsert
+            index_elements=keys, set_={c: table.c[c] + statement.excluded[c] for c in figures})
+        _UPSERTS[(dialect, model)] = statement
+    return statement
 
 
 # --- the session hook ---------------------------------------------------------------------------------------
 
 _WATCHED = (Purchase, Return, Member, LedgerEntry)
-
-
-def _collect(session: Session, _flush_context) -> None:
-    new = [obj for obj in session.new if isinstance(obj, _WATCHED)]
-    if new:
-        session.info.setdefault("rollup_new", []).extend(new)
 
 
 def _member_store(session: Session, member_id: int) -> int:
@@ -141,26 +146,15 @@ def count_rows(session: Session, rows: Iterable, totals: Totals) -> None:
             totals.points(store_id=store_id, kind=obj.kind, points=obj.points, at=obj.created_at)
 
 
-def _write_totals(session: Session) -> None:
-    if not session.info.get("rollup_new") and not any(isinstance(obj, _WATCHED) for obj in session.new):
-        return
-    session.flush()
-    rows = [obj for obj in session.info.pop("rollup_new", []) if inspect(obj).persistent]
+def _write_totals(session: Session, rows: list) -> None:
     totals = Totals()
     count_rows(session, rows, totals)
     totals.write(session)
 
 
-def _forget(session: Session, *_args) -> None:
-    session.info.pop("rollup_new", None)
-
-
 def watch() -> None:
     """Have every session add the rows each transaction inserts to the running totals, before it commits."""
-    for name, listener in (("after_flush", _collect), ("before_commit", _write_totals),
-                           ("after_rollback", _forget)):
-        if not event.contains(Session, name, listener):
-            event.listen(Session, name, listener)
+    new_rows.watch("rollups", _WATCHED, _write_totals)
 
 
 # --- recomputing every bucket ----------------------------------------------------------------------------

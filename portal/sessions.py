@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from .models import AuthSession, Member, Staff
 
@@ -40,16 +40,24 @@ def start(
 
 
 def load(session: Session, token: str, *, now: datetime, absolute_timeout: timedelta) -> Staff | Member | None:
-    """The staff member or member a token belongs to, if the login is still valid."""
-    row = session.scalars(select(AuthSession).where(AuthSession.token_hash == _hash(token))).one_or_none()
+    """The staff member or member a token belongs to, if the login is still valid.
+
+    One query: the login row with its account, and the account's store (and a member's tier), which
+    nearly every page shows."""
+    row = session.scalars(
+        select(AuthSession).where(AuthSession.token_hash == _hash(token)).options(
+            joinedload(AuthSession.staff).joinedload(Staff.store),
+            joinedload(AuthSession.member).options(joinedload(Member.store), joinedload(Member.tier)),
+        )
+    ).one_or_none()
     if row is None or row.revoked_at is not None or now - row.created_at > absolute_timeout:
         return None
     if row.staff_id is not None:
-        user = session.get(Staff, row.staff_id)
+        user = row.staff
         if user is None or not user.active:
             return None
     else:
-        user = session.get(Member, row.member_id)
+        user = row.member
         if user is None or user.deleted_at is not None:
             return None
     user.auth_token = token

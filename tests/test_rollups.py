@@ -3,6 +3,7 @@ transactions happen are exactly what counting every row again gives, and a trans
 leaves them as they were."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -10,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from portal import checkout, ledger, rollups
-from portal.database import declare_write_intent
+from portal.database import declare_write_intent, write_intent
 from portal.extensions import db
-from portal.models import ActivityBucket, LedgerKind, Member, Staff, StaffBucket, Store
+from portal.models import ActivityBucket, AuditLog, LedgerKind, Member, Staff, StaffBucket, Store
 from portal.rules import load_rules
 
 from . import factories
@@ -105,6 +106,37 @@ def test_a_refused_or_rolled_back_transaction_adds_nothing(app):
         else:
             raise AssertionError("a redemption beyond the balance was accepted")
         assert totals() == before == counted_again()
+
+
+def test_a_savepoint_counts_with_its_transaction_and_a_rolled_back_one_takes_back_its_rows_only(app):
+    """A purchase flushed before a savepoint that is rolled back (as a checkout whose key another till used
+    meanwhile) still counts once the transaction commits; the savepoint's own rows do not; and the audit log
+    names the transaction's ledger rows in one entry, not one per savepoint."""
+    with app.app_context():
+        member = factories.member()
+        db.session.commit()
+        member = db.session.get(Member, member.id)
+        store = db.session.get(Store, member.store_id)
+        with write_intent():
+            kept = checkout.record_purchase(db.session, member_id=member.id, store=store, staff=None,
+                                            gross_fen=7_000, points_to_redeem=0, idempotency_key=uuid.uuid4().hex,
+                                            receipt_number=None, rules=load_rules(db.session),
+                                            now=datetime.now(UTC))
+            savepoint = db.session.begin_nested()
+            ledger.credit(db.session, member, LedgerKind.ADJUST, [ledger.Portion(999, None)], "adjust",
+                          at=datetime.now(UTC), store=store)
+            db.session.flush()
+            savepoint.rollback()
+            db.session.commit()
+        kept_totals = totals()
+        assert kept_totals == counted_again()
+        assert sum(row[0] for row in kept_totals["activity"].values()) == 1  # the purchase
+        assert sum(row[10] for row in kept_totals["activity"].values()) == 0  # points_adjusted_in: rolled back
+        posts = db.session.scalars(
+            select(AuditLog).where(AuditLog.action == "ledger.post", AuditLog.target == f"member:{member.id}")
+        ).all()
+        assert len(posts) == 1
+        assert [e["purchase_id"] for e in json.loads(posts[0].after)["entries"]] == [kept.purchase.id]
 
 
 def test_concurrent_checkouts_at_one_store_all_count(app):

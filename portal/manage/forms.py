@@ -5,7 +5,7 @@ import re
 from datetime import date
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from ..forms import PortalForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
@@ -90,32 +90,32 @@ class FiguresFilterForm(Form):
         return self.period.data if self.period.data in ("today", "7", "30", "90") else "7"
 
 
-class ServiceLevelForm(FlaskForm):
+class ServiceLevelForm(PortalForm):
     """The complaint time limits, in hours (rules for the whole chain; admins only)."""
 
     complaint_response_hours = StringField(_l("First response within (hours)"))
     complaint_resolution_hours = StringField(_l("Resolution within (hours)"))
 
 
-class AcknowledgeForm(FlaskForm):
+class AcknowledgeForm(PortalForm):
     """The first response, with nothing to fill in."""
 
 
-class CloseForm(FlaskForm):
+class CloseForm(PortalForm):
     """resolved -> closed, with nothing to fill in."""
 
 
-class ReplyForm(FlaskForm):
+class ReplyForm(PortalForm):
     # The service says what is wrong with the text (empty, too long), the same words the API uses.
     body = TextAreaField(_l("Message"), id="reply-body")
     to_member = BooleanField(_l("Send to the member (otherwise an internal note)"), id="reply-to-member")
 
 
-class ResolveForm(FlaskForm):
+class ResolveForm(PortalForm):
     body = TextAreaField(_l("What was done (the member reads this; optional)"), id="resolve-body")
 
 
-class AssignForm(FlaskForm):
+class AssignForm(PortalForm):
     assignee = SelectField(_l("Assign to"), coerce=row_id, validate_choice=False)
 
     def __init__(self, *args, **kwargs):
@@ -182,11 +182,11 @@ class StaffForm(KeyedForm):
     phone = StringField(_l("Their own mobile (optional)"), id="staff-phone")
 
 
-class StaffActionForm(FlaskForm):
+class StaffActionForm(PortalForm):
     """Deactivate, reactivate or reset a password: nothing to fill in but the CSRF token."""
 
 
-class StaffRoleForm(FlaskForm):
+class StaffRoleForm(PortalForm):
     role = SelectField(_l("Role"), validate_choice=False)
     store_id = SelectField(_l("Store"), coerce=row_id, validate_choice=False)
 
@@ -199,7 +199,7 @@ class StoreForm(KeyedForm):
     timezone = StringField(_l("Time zone"), id="store-timezone", default="Asia/Shanghai")
 
 
-class StoreEditForm(FlaskForm):
+class StoreEditForm(PortalForm):
     name = StringField(_l("Name"))
     timezone = StringField(_l("Time zone"))
 
@@ -302,7 +302,7 @@ class MemberFilterForm(Form):
 
 
 
-class TakingsForm(FlaskForm):
+class TakingsForm(PortalForm):
     """A store's total takings for one local day, from the till's end-of-day report (members and everyone else).
 
     Sending a day again corrects it (one row per store and day), so the form needs no one-time key.
@@ -342,7 +342,7 @@ class ImportForm(KeyedForm):
     dry_run = BooleanField(_l("Dry run: check every row and report what would happen, without adding anyone"))
 
 
-class ImportStepForm(FlaskForm):
+class ImportStepForm(PortalForm):
     """The next step of an import; `offset` is where the page saw it stand (a step sent twice does nothing)."""
 
     offset = IntegerField(validators=[Optional(), NumberRange(min=0, max=2**31 - 1)])
@@ -375,7 +375,7 @@ class MessageTemplateForm(KeyedForm):
                 ("name", "subject_zh", "body_zh", "subject_en", "body_en")}
 
 
-class TemplateArchiveForm(FlaskForm):
+class TemplateArchiveForm(PortalForm):
     """Archive a template: nothing to fill in but the CSRF token."""
 
 
@@ -416,11 +416,11 @@ class CampaignForm(KeyedForm):
         return None
 
 
-class CampaignStepForm(FlaskForm):
+class CampaignStepForm(PortalForm):
     """The next step of queuing a campaign; `offset` is where the page saw it stand (sent twice: nothing)."""
 
     offset = IntegerField(validators=[Optional(), NumberRange(min=0, max=2**31 - 1)])
 
 
-class CampaignCancelForm(FlaskForm):
+class CampaignCancelForm(PortalForm):
     """Cancel a campaign: nothing to fill in but the CSRF token."""

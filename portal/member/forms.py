@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from ..forms import PortalForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -32,13 +32,13 @@ class PhoneFieldMixin:
             raise ValidationError(_l("Enter a mobile number such as 13812345678.")) from None
 
 
-class MemberLoginForm(PhoneFieldMixin, FlaskForm):
+class MemberLoginForm(PhoneFieldMixin, PortalForm):
     phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter your mobile number."))])
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=256)])
     next = HiddenField()
 
 
-class ActivateForm(PhoneFieldMixin, FlaskForm):
+class ActivateForm(PhoneFieldMixin, PortalForm):
     phone = StringField(_l("Mobile phone"), validators=[DataRequired(_l("Enter your mobile number."))])
     code = StringField(_l("6-digit code from the till"), filters=[normalise_text],
                        validators=[DataRequired(_l("Enter the code the cashier gave you.")), Length(max=12)])
@@ -48,7 +48,7 @@ class ActivateForm(PhoneFieldMixin, FlaskForm):
                             validators=[EqualTo("password", _l("The two passwords are not the same."))])
 
 
-class ProfileForm(FlaskForm):
+class ProfileForm(PortalForm):
     name = StringField(_l("Name"), filters=[normalise_text],
                        validators=[DataRequired(_l("Enter your name.")), Length(max=100)])
     birthday = DateField(_l("Birthday (optional)"), validators=[Optional()])
@@ -62,7 +62,7 @@ class ProfileForm(FlaskForm):
                                               age=guardian_age)
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(PortalForm):
     current_password = PasswordField(_l("Current password"),
                                      validators=[DataRequired(_l("Enter your current password."))])
     password = PasswordField(_l("New password"), validators=[DataRequired(_l("Choose a password.")),
@@ -71,7 +71,7 @@ class PasswordForm(FlaskForm):
                             validators=[EqualTo("password", _l("The two passwords are not the same."))])
 
 
-class DeleteForm(FlaskForm):
+class DeleteForm(PortalForm):
     password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
     understood = BooleanField(_l("I understand that my account is deleted for good"),
                               validators=[DataRequired(_l("Tick the box to confirm."))])
@@ -87,10 +87,10 @@ class MemberComplaintForm(KeyedForm):
         DataRequired(_l("Describe what happened.")), Length(max=complaint_service.MAX_DESCRIPTION)])
 
 
-class ReopenForm(FlaskForm):
+class ReopenForm(PortalForm):
     body = TextAreaField(_l("Why is it not solved? (optional)"), validators=[Length(max=2000)])
 
 
-class VisitRatingForm(FlaskForm):
+class VisitRatingForm(PortalForm):
     rating = SelectField(choices=[SelectChoice(str(n), str(n)) for n in range(1, 6)])
     comment = TextAreaField(_l("Anything to add? (optional)"), validators=[Length(max=2000)])

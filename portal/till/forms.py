@@ -6,7 +6,7 @@ import uuid
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from ..forms import PortalForm
 from wtforms import BooleanField, DateField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
@@ -28,7 +28,7 @@ def money_in(field, cap_fen: int) -> int:
         raise ValidationError(error.args[0]) from None
 
 
-class KeyedForm(FlaskForm):
+class KeyedForm(PortalForm):
     """A form that writes carries a one-time key; the database holds it unique, so a double-click,
     a refresh or a retry records once."""
 
@@ -98,7 +98,7 @@ class AdjustForm(KeyedForm):
         self.points_value = sign * value
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(PortalForm):
     name = StringField(
         _l("Name"), filters=[normalise_text],
         validators=[DataRequired(_l("Enter the member's name.")), Length(max=100)],

@@ -5,10 +5,12 @@ from flask import abort, current_app, redirect, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit, checkout, complaints, ledger, members, points, returns, senders, tiers
 from ..access import access
+from ..database import end_keeping_loaded
 from ..cards import is_valid_card_number
 from ..extensions import db
 from ..models import Complaint, LedgerEntry, Member, Purchase, Return, TierChange
@@ -26,8 +28,10 @@ def _panel(name: str, status: int = 200, **context):
 
 
 def _written(target: str, panel: str, context):
-    """After a write: htmx gets the result in the panel with its URL pushed (so a refresh shows it
-    again instead of posting again); a plain form gets a redirect to the same URL."""
+    """After a write (committed with end_keeping_loaded, so the answer is drawn from what the transaction
+    loaded, without loading it again or taking SQLite's write lock again): htmx gets the result in the panel
+    with its URL pushed (so a refresh shows it again instead of posting again); a plain form gets a redirect
+    to the same URL."""
     if is_htmx():
         response = _panel(panel, **context())
         response.headers["HX-Push-Url"] = target
@@ -60,13 +64,13 @@ def _member_context(member: Member, form: CheckoutForm | None = None, typed_phon
     spend = tiers.qualifying_spend(db.session, member.id, moment, rules().qualifying_days)
     tier_progress = tiers.progress(tiers.all_tiers(db.session), member.tier, spend)
     recent = db.session.scalars(
-        select(Purchase).where(Purchase.member_id == member.id).order_by(Purchase.id.desc()).limit(5)
+        select(Purchase).where(Purchase.member_id == member.id).options(joinedload(Purchase.store))
+        .order_by(Purchase.id.desc()).limit(5)
     ).all()
     tier_history = db.session.scalars(
         select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id.desc()).limit(5)
     ).all()
-    expiring = ledger.expiring(db.session, member.id, moment, days=30)
-    usable = ledger.available(db.session, member, moment)
+    usable, expiring = ledger.outlook(db.session, member, moment, days=30)
     registered = session.pop("registered", None)
     if registered and registered.get("card") != member.card_number:
         registered = None
@@ -143,7 +147,7 @@ def register_member():
                 now=now(),
                 channels=senders.configured(current_app.config)[0],
             )
-            db.session.commit()
+            end_keeping_loaded(db.session, done_writing=True)
         except IntegrityError:
             db.session.rollback()
             form.phone.errors = [_("This phone is already registered.")]
@@ -191,16 +195,22 @@ def record_purchase(card_number: str):
             db.session.rollback()
             _show_error(form, error)
         else:
-            db.session.commit()
+            end_keeping_loaded(db.session, done_writing=True)
             return _written(url_for("till.show_receipt", purchase_id=result.purchase.id), "receipt",
-                            lambda: _receipt_context(result.purchase))
+                            lambda: _receipt_context(result.purchase, None if result.replayed else result))
     db.session.rollback()
     member = _member_or_404(card_number)
     return _panel("member", 422, **_member_context(member, form))
 
 
-def _receipt_context(purchase: Purchase) -> dict:
-    """The purchase, its tier change and the member's balance right after it."""
+def _receipt_context(purchase: Purchase, recorded: checkout.CheckoutResult | None = None) -> dict:
+    """The purchase, its tier change and the member's balance right after it (known without asking the database
+    when the purchase was `recorded` in this request: the balance is then the member's, if the purchase moved
+    points)."""
+    if recorded is not None:
+        moved = purchase.points_redeemed or purchase.points_earned
+        return {"purchase": purchase, "tier_change": recorded.tier_change, "member": purchase.member,
+                "balance_after": purchase.member.points_balance if moved else None}
     change = db.session.scalars(select(TierChange).where(TierChange.purchase_id == purchase.id)).first()
     balance_after = db.session.scalar(
         select(LedgerEntry.balance_after)
@@ -286,7 +296,7 @@ def record_return(purchase_id: int):
             db.session.rollback()
             _show_error(form, error)
         else:
-            db.session.commit()
+            end_keeping_loaded(db.session, done_writing=True)
             return _written(url_for("till.show_return", return_id=result.ret.id), "return_receipt",
                             lambda: _return_receipt_context(result.ret))
     db.session.rollback()
@@ -324,7 +334,7 @@ def issue_activation_code(card_number: str):
                                          channels=senders.configured(current_app.config)[0])
     audit.record(db.session, "member.activation_code", at=now(), staff_id=current_user.id,
                  store_id=current_store().id, target=f"member:{member.id}", ip=request.remote_addr)
-    db.session.commit()
+    end_keeping_loaded(db.session, done_writing=True)
     session["registered"] = {"card": member.card_number, "code": code, "minutes": rules().activation_minutes,
                              "reissued": True}
     return _written(url_for("till.show_member", card_number=card_number), "member",
@@ -366,7 +376,7 @@ def file_complaint():
             db.session.rollback()
             _show_error(form, error)
         else:
-            db.session.commit()
+            end_keeping_loaded(db.session, done_writing=True)
             return _written(url_for("till.show_complaint", complaint_id=complaint.id), "complaint_logged",
                             lambda: {"complaint": complaint})
     db.session.rollback()
@@ -402,7 +412,7 @@ def adjust_points(card_number: str):
             db.session.rollback()
             _show_error(form, error)
         else:
-            db.session.commit()
+            end_keeping_loaded(db.session, done_writing=True)
             return _written(url_for("till.show_member", card_number=card_number), "member",
                             lambda: _member_context(_member_or_404(card_number), adjusted=entry))
     db.session.rollback()
