@@ -22,7 +22,7 @@ from . import audit, rollups
 from . import sessions as auth_sessions
 from .access import enforce_access, refused, verify_declarations
 from .config import Config, instance_secret_key
-from .database import configure_engine, end_keeping_loaded, reading
+from .database import before_writing, configure_engine
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .complaints import CATEGORY_LABELS, SEVERITY_LABELS, STATUS_LABELS
 from .money import format_yuan
@@ -135,12 +135,10 @@ def _load_login_before_writing():
     """On SQLite, a request that writes holds the database's one write lock from its first query to its commit,
     and every other till waits. Who is signed in is only read: load it in a read transaction of its own, ended
     (keeping what it loaded) before the request's work, so that the lock covers the work alone."""
-    if (request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint == "static"
-            or request.path.startswith("/api/") or db.engine.dialect.name != "sqlite"):
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint == "static" or request.path.startswith("/api/"):
         return None
-    with reading():
+    with before_writing(db.session):
         current_user._get_current_object()
-        end_keeping_loaded(db.session)
     return None
 
 

@@ -69,6 +69,21 @@ def reading():
         g.reading_only = before
 
 
+@contextmanager
+def before_writing(session):
+    """Around what a request reads to decide what to write (who is signed in, the form's checks, the member,
+    the rules): on SQLite, read it in a transaction of its own, ended (keeping what it loaded) when the block
+    ends, so that the write lock taken next covers the writing alone. The service functions load again,
+    under the lock, whatever they change. On PostgreSQL, where reading takes no lock, nothing changes."""
+    real = session() if callable(session) else session
+    if real.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    with reading():
+        yield
+        end_keeping_loaded(real)
+
+
 def end_keeping_loaded(session, *, done_writing: bool = False) -> None:
     """Commit, keeping what the session loaded instead of expiring it (it is what was just committed, so
     drawing the answer needs no query to load it again).
@@ -171,18 +186,16 @@ class WriterQueue:
         except OSError:
             self._turn.release()
             raise
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(descriptor)
-                    self._turn.release()
-                    raise _locked() from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not _wait_for_flock(descriptor, deadline - time.monotonic()):
+                self._turn.release()
+                raise _locked() from None
+        except BaseException:
+            os.close(descriptor)
+            self._turn.release()
+            raise
         self._held[id(dbapi_connection)] = descriptor
 
     def leave(self, dbapi_connection) -> None:
@@ -213,6 +226,39 @@ class WriterQueue:
         dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
         for name in ("close", "invalidate", "close_detached"):
             event.listen(engine, name, lambda dbapi_connection, *_args: self.leave(dbapi_connection))
+
+
+def _wait_for_flock(descriptor: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the flock on `descriptor`; True once held. On False the descriptor is given
+    up: the helper thread closes it when its wait ends (the lock comes, and so goes at once).
+
+    The wait is a blocking flock, so that the kernel wakes the waiters as the lock is released, the longest
+    waiting first, instead of whoever polls next. It happens in a helper thread, because a blocking flock cannot
+    time out; a lock belongs to the open file, not to the thread that took it."""
+    state = {"held": False, "abandoned": False}
+    guard, taken = threading.Lock(), threading.Event()
+
+    def wait() -> None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            os.close(descriptor)
+            taken.set()
+            return
+        with guard:
+            if state["abandoned"]:
+                os.close(descriptor)
+                return
+            state["held"] = True
+        taken.set()
+
+    threading.Thread(target=wait, name="sqlite-writer-turn", daemon=True).start()
+    taken.wait(max(timeout, 0))
+    with guard:
+        if state["held"]:
+            return True
+        state["abandoned"] = True
+    return False
 
 
 def _locked() -> OperationalError:

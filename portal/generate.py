@@ -1389,6 +1389,9 @@ class SqliteWriter:
         self.cursor.execute("COMMIT")
         self.open = False
         self._restore()
+        started = wallclock.monotonic()
+        self.cursor.execute("ANALYZE")  # the query planner's statistics, as PostgreSQL's ANALYZE after its load
+        progress(f"tables analysed ({wallclock.monotonic() - started:.1f} s)")
         self.cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def abort(self) -> None:

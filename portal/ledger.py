@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .database import lock_row
@@ -137,17 +137,26 @@ def available(session: Session, member: Member, now: datetime) -> int:
     return member.points_balance - int(expired)
 
 
-def outlook(session: Session, member: Member, now: datetime, days: int) -> tuple[int, int]:
-    """(available, expiring) in one query: what `available` and `expiring` give."""
-    remaining = PointLot.remaining
-    past, soon = PointLot.expires_at <= now, PointLot.expires_at <= now + timedelta(days=days)
-    expired, expiring_soon = session.execute(
-        select(func.coalesce(func.sum(case((past, remaining), else_=0)), 0),
-               func.coalesce(func.sum(case((past, 0), (soon, remaining), else_=0)), 0))
-        .where(PointLot.member_id == member.id, remaining > 0, PointLot.expires_at.is_not(None),
+@dataclass(frozen=True)
+class Outlook:
+    available: int  # what `available` gives
+    expiring_lots: list[tuple[datetime, int]]  # what `expiring_lots` gives
+
+    @property
+    def expiring(self) -> int:
+        return sum(points for _when, points in self.expiring_lots)
+
+
+def outlook(session: Session, member: Member, now: datetime, days: int) -> Outlook:
+    """The points usable now and what expires within `days`, in one query."""
+    rows = session.execute(
+        select(PointLot.expires_at, func.sum(PointLot.remaining))
+        .where(PointLot.member_id == member.id, PointLot.remaining > 0,
                PointLot.expires_at <= now + timedelta(days=days))
-    ).one()
-    return member.points_balance - int(expired), int(expiring_soon)
+        .group_by(PointLot.expires_at).order_by(PointLot.expires_at)
+    ).all()
+    expired = sum(int(points) for when, points in rows if when <= now)
+    return Outlook(member.points_balance - expired, [(when, int(points)) for when, points in rows if when > now])
 
 
 def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:

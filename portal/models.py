@@ -142,6 +142,10 @@ class Tier(db.Model):
 
 class Member(LoginMixin, db.Model):
     __tablename__ = "members"
+    __table_args__ = (
+        # The dashboard's tier counts and points liability read this index alone, not the wide member rows.
+        Index("ix_members_standing", "deleted_at", "tier_id", "store_id", "points_balance"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     card_number: Mapped[str] = mapped_column(String(10), unique=True)
@@ -230,7 +234,8 @@ class Purchase(db.Model):
 
     __table_args__ = (
         Index("ix_purchases_member_created", "member_id", "created_at"),
-        Index("ix_purchases_store_created", "store_id", "created_at"),
+        # member_id too, so that the dashboard counts active members from the index alone
+        Index("ix_purchases_store_created", "store_id", "created_at", "member_id"),
         CheckConstraint("gross_fen > 0", name="gross_positive"),
         CheckConstraint("paid_fen >= 0", name="paid_not_negative"),
         CheckConstraint("returned_gross_fen >= 0 AND returned_gross_fen <= gross_fen", name="returned_within_gross"),

@@ -4,14 +4,17 @@ change waits for it and then works on what it left; one kept waiting past the lo
 again and saves nothing; and whatever ends a turn (a commit, a rollback, an error) lets the next writer in."""
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from portal import ledger
-from portal.database import lock_row, write_intent
+from portal.database import WriterQueue, lock_row, write_intent
 from portal.extensions import db
 from portal.models import LedgerEntry, LedgerKind, Member, Purchase, Store
 
@@ -108,3 +111,40 @@ def test_a_till_kept_waiting_too_long_is_told_to_try_again_and_the_next_turn_is_
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Purchase)) == 2
         assert db.session.scalars(select(Member.points_balance).where(Member.id == member_id)).one() == 31
+
+
+# --- SQLite's writers' queue itself (portal.database.WriterQueue), without a database -----------------------
+
+class _Connection:
+    """Stands for a DBAPI connection: the queue only keys on it."""
+
+
+def _another_worker_holds(path: str):
+    """Another worker process in its turn: a flock on the queue's file through a file of its own."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def test_the_writers_queue_waits_for_another_process_and_gives_up_at_the_timeout(tmp_path):
+    queue = WriterQueue.for_database(str(tmp_path / "portal.db"), 300)
+    other = _another_worker_holds(queue.path)
+    first = _Connection()
+    with pytest.raises(OperationalError, match="database is locked"):
+        queue.enter(first)  # the other worker keeps its turn past the timeout
+    waiting, entered = _Connection(), threading.Event()
+    waiter = threading.Thread(target=lambda: (queue.enter(waiting), entered.set()))
+    waiter.start()
+    assert not entered.wait(0.1)
+    os.close(other)  # the other worker's transaction ends
+    assert entered.wait(5)  # the waiting writer's turn, without polling
+    waiter.join()
+    with pytest.raises(OperationalError):  # now this process holds the turn: another worker waits for it
+        WriterQueue(queue.path, 0.1).enter(_Connection())
+    queue.leave(waiting)
+    again = _Connection()
+    queue.enter(again)  # free again: the given-up wait above left nothing behind
+    queue.leave(again)
+    queue.leave(again)  # leaving twice is harmless
+    taken = _another_worker_holds(queue.path)  # and another worker gets it as soon as it is left
+    os.close(taken)

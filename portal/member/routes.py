@@ -65,12 +65,12 @@ def home():
     recent = db.session.scalars(
         select(LedgerEntry).where(LedgerEntry.member_id == member.id).order_by(LedgerEntry.id.desc()).limit(5)
     ).all()
+    points_outlook = ledger.outlook(db.session, member, moment, days=30)
     return render_page(
         "member/home.html", member=member,
-        usable_points=ledger.available(db.session, member, moment),
+        usable_points=points_outlook.available,
         # a lot expiring at midnight can be used until the end of the day before: show that day
-        expiring=[(when - timedelta(seconds=1), points)
-                  for when, points in ledger.expiring_lots(db.session, member.id, moment, days=30)],
+        expiring=[(when - timedelta(seconds=1), points) for when, points in points_outlook.expiring_lots],
         progress=tiers.progress(levels, member.tier, spend),
         keeping=tiers.keeping(levels, member, spend, current_rules.tier_retention_days),
         recent=recent, rules=current_rules,

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import audit, checkout, complaints, ledger, members, points, returns, senders, tiers
 from ..access import access
-from ..database import end_keeping_loaded
+from ..database import before_writing, end_keeping_loaded
 from ..cards import is_valid_card_number
 from ..extensions import db
 from ..models import Complaint, LedgerEntry, Member, Purchase, Return, TierChange
@@ -70,7 +70,8 @@ def _member_context(member: Member, form: CheckoutForm | None = None, typed_phon
     tier_history = db.session.scalars(
         select(TierChange).where(TierChange.member_id == member.id).order_by(TierChange.id.desc()).limit(5)
     ).all()
-    usable, expiring = ledger.outlook(db.session, member, moment, days=30)
+    points_outlook = ledger.outlook(db.session, member, moment, days=30)
+    usable, expiring = points_outlook.available, points_outlook.expiring
     registered = session.pop("registered", None)
     if registered and registered.get("card") != member.card_number:
         registered = None
@@ -175,9 +176,11 @@ def show_member(card_number: str):
 @access("cashier")
 def record_purchase(card_number: str):
     """Record a purchase once per form key; answer with the receipt."""
-    member = _member_or_404(card_number)
     form = CheckoutForm()
-    if form.validate_on_submit():
+    with before_writing(db.session):
+        member = _member_or_404(card_number)
+        valid = form.validate_on_submit()
+    if valid:
         try:
             result = checkout.record_purchase(
                 db.session,
@@ -283,9 +286,11 @@ def new_return(purchase_id: int):
 @access("cashier")
 def record_return(purchase_id: int):
     """Record a return once per form key; answer with the return receipt."""
-    purchase = _purchase_or_404(purchase_id)
     form = ReturnForm()
-    if form.validate_on_submit():
+    with before_writing(db.session):
+        purchase = _purchase_or_404(purchase_id)
+        valid = form.validate_on_submit()
+    if valid:
         try:
             result = returns.record_return(
                 db.session, purchase_id=purchase.id, store=current_store(), staff=current_user,
