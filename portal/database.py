@@ -17,7 +17,7 @@ from contextvars import ContextVar
 
 try:
     import fcntl
-except ImportError:  # not on Windows: SQLite's own waiting then decides who writes next
+except ImportError:  # Windows has no fcntl: SQLite's own waiting then decides who writes next
     fcntl = None
 
 import click
@@ -232,8 +232,8 @@ def _wait_for_flock(descriptor: int, timeout: float) -> bool:
     """Wait up to `timeout` seconds for the flock on `descriptor`; True once held. On False the descriptor is given
     up: the helper thread closes it when its wait ends (the lock comes, and so goes at once).
 
-    The wait is a blocking flock, so that the kernel wakes the waiters as the lock is released, the longest
-    waiting first, instead of whoever polls next. It happens in a helper thread, because a blocking flock cannot
+    The wait is a blocking flock, so that the kernel wakes the waiters the moment the lock is released, roughly
+    in the order they came, instead of leaving it to whoever polls next. It happens in a helper thread, because a blocking flock cannot
     time out; a lock belongs to the open file, not to the thread that took it."""
     state = {"held": False, "abandoned": False}
     guard, taken = threading.Lock(), threading.Event()
