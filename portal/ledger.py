@@ -130,17 +130,13 @@ def debit(session: Session, member: Member, kind: LedgerKind, points: int, reaso
 
 def available(session: Session, member: Member, now: datetime) -> int:
     """Points the member can spend now: the balance, less lots already past their expiry."""
-    expired = session.scalar(
-        select(func.coalesce(func.sum(PointLot.remaining), 0))
-        .where(PointLot.member_id == member.id, PointLot.remaining > 0, PointLot.expires_at <= now)
-    )
-    return member.points_balance - int(expired)
+    return outlook(session, member, now, days=0).available
 
 
 @dataclass(frozen=True)
 class Outlook:
-    available: int  # what `available` gives
-    expiring_lots: list[tuple[datetime, int]]  # what `expiring_lots` gives
+    available: int  # the balance, less lots already past their expiry
+    expiring_lots: list[tuple[datetime, int]]  # (expiry, points) of what expires within the days, soonest first
 
     @property
     def expiring(self) -> int:
@@ -148,7 +144,8 @@ class Outlook:
 
 
 def outlook(session: Session, member: Member, now: datetime, days: int) -> Outlook:
-    """The points usable now and what expires within `days`, in one query."""
+    """The points the member can spend now, and what will expire within the next `days` unless spent, in one
+    query."""
     rows = session.execute(
         select(PointLot.expires_at, func.sum(PointLot.remaining))
         .where(PointLot.member_id == member.id, PointLot.remaining > 0,
@@ -157,27 +154,6 @@ def outlook(session: Session, member: Member, now: datetime, days: int) -> Outlo
     ).all()
     expired = sum(int(points) for when, points in rows if when <= now)
     return Outlook(member.points_balance - expired, [(when, int(points)) for when, points in rows if when > now])
-
-
-def expiring(session: Session, member_id: int, now: datetime, days: int) -> int:
-    """Points that will expire within the next `days` unless spent."""
-    return int(session.scalar(
-        select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
-            PointLot.member_id == member_id, PointLot.remaining > 0,
-            PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),
-        )
-    ))
-
-
-def expiring_lots(session: Session, member_id: int, now: datetime, days: int) -> list[tuple[datetime, int]]:
-    """(expiry, points) of what expires within the next `days`, soonest first."""
-    rows = session.execute(
-        select(PointLot.expires_at, func.sum(PointLot.remaining)).where(
-            PointLot.member_id == member_id, PointLot.remaining > 0,
-            PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),
-        ).group_by(PointLot.expires_at).order_by(PointLot.expires_at)
-    ).all()
-    return [(expires_at, int(points)) for expires_at, points in rows]
 
 
 def expire_due(session: Session, member: Member, now: datetime) -> list[LedgerEntry]:

@@ -117,8 +117,8 @@ def member_values(session: Session, member: Member, *, now: datetime, locale: st
     """What each placeholder stands for, for this member now, in their language."""
     store = store or member.store
     zone = ZoneInfo(store.timezone if store else "Asia/Shanghai")
-    lots = ledger.expiring_lots(session, member.id, now, 30)
-    expiring_points = sum(points for _expiry, points in lots)
+    soon = ledger.outlook(session, member, now, days=30)
+    lots, expiring_points = soon.expiring_lots, soon.expiring
     with force_locale(locale):
         # A lot expires at the end of its last day: the day before the instant, in store time, is the last one.
         expiry_date = format_date((lots[0][0] - timedelta(seconds=1)).astimezone(zone).date(), "long") if lots else ""

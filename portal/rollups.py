@@ -57,9 +57,6 @@ class Totals:
         self.activity: dict[tuple[int, datetime], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.staff: dict[tuple[int, int, datetime], dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def __bool__(self) -> bool:
-        return bool(self.activity or self.staff)
-
     def purchase(self, *, store_id: int, staff_id: int | None, at: datetime, paid_fen: int) -> None:
         row = self.activity[(store_id, bucket_of(at))]
         row["purchases"] += 1

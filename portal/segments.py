@@ -466,13 +466,14 @@ def view_member(session: Session, member: Member, *, now: datetime, qualifying_d
     entries, ledger_next = ledger_page(session, member.id, ledger_before)
     purchases, purchases_next, returns_by_purchase = purchases_page(session, member.id, purchases_before)
     newest = DETAIL_PAGE_SIZE
+    points_outlook = ledger.outlook(session, member, now, EXPIRING_DAYS)
     return MemberView(
         member=member,
         stats=stats,
         purchases_ever=int(session.scalar(select(func.count(Purchase.id)).where(Purchase.member_id == member.id))),
         qualifying_spend_fen=tiers.qualifying_spend(session, member.id, now, qualifying_days),
-        available_points=ledger.available(session, member, now),
-        expiring_points=ledger.expiring(session, member.id, now, EXPIRING_DAYS),
+        available_points=points_outlook.available,
+        expiring_points=points_outlook.expiring,
         registered_by=session.get(Staff, member.registered_by_id) if member.registered_by_id else None,
         ledger=entries, ledger_next=ledger_next,
         purchases=purchases, purchases_next=purchases_next, returns_by_purchase=returns_by_purchase,
